@@ -1,0 +1,203 @@
+"""The `tandem` client commands (status, get, put, transfer, token) speaking to the nodes' HTTP API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .config import ConfigError, TandemConfig, load_config
+
+HTTP_TIMEOUT = 3.0
+
+
+class CliError(Exception):
+    """A command failed; the message is printed and the exit code is `code`."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def call_api(config: TandemConfig, api: str, method: str, path: str, body: Any = None, timeout: float = HTTP_TIMEOUT) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        f"http://{api}{path}",
+        data=data,
+        method=method,
+        headers={"Authorization": f"Bearer {config.api_token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read())
+        except json.JSONDecodeError:
+            return exc.code, {"error": exc.reason}
+
+
+def _any_node(config: TandemConfig, method: str, path: str, body: Any = None, servers_only: bool = False) -> tuple[int, Any]:
+    """Ask the nodes in configuration order; the first that answers does."""
+    for node in config.cluster.nodes:
+        if servers_only and not node.is_server:
+            continue
+        try:
+            return call_api(config, node.api, method, path, body)
+        except (OSError, json.JSONDecodeError):
+            continue
+    raise CliError("no node of the cluster answered (is it running? see `tandem status`)", code=2)
+
+
+def _active_api(config: TandemConfig) -> tuple[str, str]:
+    _, status = _any_node(config, "GET", "/api/v1/status")
+    if status.get("active") is None:
+        raise CliError("there is no active server right now")
+    active = config.node(status["active"])
+    return active.name, active.api
+
+
+def _through_active(config: TandemConfig, method: str, path: str, body: Any = None, timeout: float = HTTP_TIMEOUT) -> tuple[int, Any]:
+    name, api = _active_api(config)
+    try:
+        return call_api(config, api, method, path, body, timeout)
+    except OSError as exc:
+        raise CliError(f"the active server {name} ({api}) did not answer: {exc}") from None
+
+
+def _fail_on_error(code: int, answer: Any) -> None:
+    if code >= 400:
+        raise CliError(answer.get("error", f"HTTP {code}") if isinstance(answer, dict) else f"HTTP {code}")
+
+
+def cmd_status(config: TandemConfig, args: argparse.Namespace) -> int:
+    _, status = _any_node(config, "GET", "/api/v1/status")
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        table = Table(title=f"cluster {status['cluster']}: active = {status['active'] or 'NONE'}")
+        for column in ("node", "role", "reachable", "term", "commit", "applied", "lag", "lag s", "last contact s"):
+            table.add_column(column)
+        for node in status["nodes"]:
+            contact = node["last_contact"]
+            table.add_row(
+                node["name"],
+                node["role"],
+                "yes" if node["reachable"] else "NO",
+                *(str(node[key]) if node[key] is not None else "-" for key in ("term", "commit_index", "applied_index", "lag_entries")),
+                f"{node['lag_seconds']:.3f}" if node["lag_seconds"] is not None else "-",
+                f"{contact:.3f}" if contact is not None else "-",
+            )
+        Console().print(table)
+    return 0 if status["active"] else 1
+
+
+def cmd_get(config: TandemConfig, args: argparse.Namespace) -> int:
+    path = f"/api/v1/points/{urllib.request.quote(args.point, safe='')}"
+    if args.consistent:
+        code, answer = _through_active(config, "GET", path + "?consistent=1")
+    else:
+        code, answer = _any_node(config, "GET", path, servers_only=True)
+    _fail_on_error(code, answer)
+    print(json.dumps(answer) if args.json else json.dumps(answer["value"]))
+    return 0
+
+
+def parse_value(text: str) -> Any:
+    """A point value from the command line: JSON (21.5, true, null, "text") or else the plain text."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return text
+    if isinstance(value, (list, dict)):
+        raise CliError(f"value {text!r} must be a number, true/false, null or text, not a list or object", code=2)
+    return value
+
+
+def cmd_put(config: TandemConfig, args: argparse.Namespace) -> int:
+    path = f"/api/v1/points/{urllib.request.quote(args.point, safe='')}"
+    code, answer = _through_active(config, "PUT", path, {"value": parse_value(args.value)})
+    _fail_on_error(code, answer)
+    print(f"{answer['name']} = {json.dumps(answer['value'])}")
+    return 0
+
+
+def cmd_transfer(config: TandemConfig, args: argparse.Namespace) -> int:
+    target = config.node(args.to)
+    if not target.is_server:
+        raise CliError(f"{args.to} is the witness: it votes but never becomes active; transfer to a server", code=2)
+    timeout = args.timeout or config.cluster.transfer_timeout
+    code, answer = _through_active(config, "POST", "/api/v1/cluster/transfer", {"to": args.to, "timeout": timeout}, timeout + HTTP_TIMEOUT)
+    _fail_on_error(code, answer)
+    gap = _measure_gap(config, target.api, answer["term"], answer["last_act"])
+    gap_text = f"{gap * 1000:.0f} ms" if gap is not None else "unknown"
+    print(f"active role moved {answer['from']} -> {answer['to']} (term {answer['term']}); gap in acting: {gap_text}")
+    return 0
+
+
+def _measure_gap(config: TandemConfig, api: str, term: int, last_act: float | None, wait: float = 2.0) -> float | None:
+    """New active's first act in its term minus the old active's last act."""
+    deadline = time.monotonic() + wait
+    while last_act is not None and time.monotonic() < deadline:
+        try:
+            _, view = call_api(config, api, "GET", "/api/v1/node")
+        except OSError:
+            view = {}
+        acts = view.get("acts") or {}
+        if acts.get("term") == term and acts.get("first") is not None:
+            return acts["first"] - last_act
+        time.sleep(0.02)
+    return None
+
+
+def cmd_token(config: TandemConfig, args: argparse.Namespace) -> int:
+    print(config.api_token)
+    return 0
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, Any]:
+    parser = argparse.ArgumentParser(prog="tandem", description="Tandem hot-standby BMS cluster")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    config_default = os.environ.get("TANDEM_CONFIG", "tandem.toml")
+
+    def add(name: str, handler: Any, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--config", default=config_default, help="cluster TOML file (default: $TANDEM_CONFIG or tandem.toml)")
+        sub.set_defaults(handler=handler)
+        return sub
+
+    status = add("status", cmd_status, "show every node's role, term, indexes and lag (exit 1 if no active)")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    get = add("get", cmd_get, "read a point's value")
+    get.add_argument("point")
+    get.add_argument("--json", action="store_true", help="print value, quality and timestamp as JSON")
+    get.add_argument("--consistent", action="store_true", help="read through the active server")
+    put = add("put", cmd_put, "write a point's value through the active server")
+    put.add_argument("point")
+    put.add_argument("value", help="JSON scalar (21.5, true, null) or text")
+    transfer = add("transfer", cmd_transfer, "move the active role to another server on purpose")
+    transfer.add_argument("--to", required=True, metavar="NODE")
+    transfer.add_argument("--timeout", type=float, help="seconds to wait for the target (default: cluster.transfer_timeout)")
+    add("token", cmd_token, "print the API bearer token for scripts")
+    return parser, add
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Load the configuration and run a parsed command, turning failures into a message and an exit code."""
+    try:
+        config = load_config(args.config)
+        return args.handler(config, args)
+    except ConfigError as exc:
+        print(f"tandem {args.command}: configuration error:\n{exc}", file=sys.stderr)
+        return 2
+    except CliError as exc:
+        print(f"tandem {args.command}: {exc}", file=sys.stderr)
+        return exc.code

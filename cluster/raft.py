@@ -1,0 +1,482 @@
+"""The only module that imports pysyncobj: Raft with pre-vote, leader stickiness, an acknowledged lease, a durable journal and background snapshots."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import pickle
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pysyncobj.syncobj as _syncobj
+from pysyncobj import FAIL_REASON, SERIALIZER_STATE, SyncObj, SyncObjConf, SyncObjException, replicated
+from pysyncobj.monotonic import monotonic as raft_clock  # CLOCK_MONOTONIC_RAW: pysyncobj's deadlines use it
+from pysyncobj.transport import TCPTransport
+
+from .config import Timers
+from .journal import DurableJournal
+
+logger = logging.getLogger(__name__)
+
+_FOLLOWER, _CANDIDATE, _LEADER = 0, 1, 2
+_SNAPSHOT_FORMAT = "tandem-snapshot-1"
+
+Encoder = Callable[[], bytes]
+
+
+class RaftError(Exception):
+    """The Raft node cannot start or cannot carry out a request."""
+
+
+class SnapshotCorrupt(RaftError):
+    """The snapshot file on disk cannot be read."""
+
+
+class ProposalFailed(RaftError):
+    """A proposed command was not committed (no leader, leader changed, queue full, timeout)."""
+
+
+_FAIL_TEXT = {
+    FAIL_REASON.QUEUE_FULL: "the command queue is full",
+    FAIL_REASON.MISSING_LEADER: "there is no leader",
+    FAIL_REASON.DISCARDED: "the command was discarded by a new leader",
+    FAIL_REASON.NOT_LEADER: "the leader changed before the command committed",
+    FAIL_REASON.LEADER_CHANGED: "the leader changed before the command committed",
+    FAIL_REASON.REQUEST_DENIED: "the request was denied",
+    FAIL_REASON.UNKNOWN_OUTCOME: "the outcome is unknown",
+}
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _SnapshotWriter:
+    """Writes a snapshot in a background thread; pysyncobj polls `check` for the outcome."""
+
+    def __init__(self, path: Path, fsync: bool) -> None:
+        self._path = path
+        self._fsync = fsync
+        self._state = SERIALIZER_STATE.NOT_SERIALIZING
+        self.last_duration = 0.0
+
+    def start(self, produce: Callable[[], bytes]) -> None:
+        self._state = SERIALIZER_STATE.SERIALIZING
+        threading.Thread(target=self._run, args=(produce,), name="snapshot", daemon=True).start()
+
+    def _run(self, produce: Callable[[], bytes]) -> None:
+        started = time.monotonic()
+        tmp = self._path.with_suffix(".writing")
+        try:
+            data = produce()
+            with open(tmp, "wb") as f:
+                f.write(data)
+                if self._fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
+            os.replace(tmp, self._path)
+            if self._fsync:
+                fsync_dir(self._path.parent)
+        except Exception:
+            logger.exception("writing snapshot %s failed", self._path)
+            self._state = SERIALIZER_STATE.FAILED
+            return
+        self.last_duration = time.monotonic() - started
+        logger.info("snapshot written: %s (%d bytes, %.3f s)", self._path, len(data), self.last_duration)
+        self._state = SERIALIZER_STATE.SUCCESS
+
+    def check(self) -> int:
+        state = self._state
+        if state in (SERIALIZER_STATE.SUCCESS, SERIALIZER_STATE.FAILED):
+            self._state = SERIALIZER_STATE.NOT_SERIALIZING
+        return state
+
+
+def read_snapshot(path: Path) -> dict[str, Any]:
+    """Load and check a snapshot file written by this module."""
+    try:
+        doc = pickle.loads(path.read_bytes())
+    except Exception as exc:
+        raise SnapshotCorrupt(
+            f"{path}: snapshot unreadable ({exc}); move the data directory away to resync this node from its peers"
+        ) from None
+    if not isinstance(doc, dict) or doc.get("format") != _SNAPSHOT_FORMAT:
+        raise SnapshotCorrupt(f"{path}: not a Tandem snapshot (unknown format)")
+    return doc
+
+
+class _StampingTransport(TCPTransport):
+    """Stamps AppendEntries with the leader's send time and echoes it in the follower's answer (for the lease)."""
+
+    def send(self, node: Any, message: Any) -> bool:
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "append_entries":
+            message["lt"] = raft_clock()
+        elif kind == "next_node_idx" and self._syncObj._echo is not None:
+            message["lt"], message["lterm"] = self._syncObj._echo
+        return super().send(node, message)
+
+
+@contextlib.contextmanager
+def _journal_factory(journal: DurableJournal) -> Iterator[None]:
+    original = _syncobj.createJournal
+    _syncobj.createJournal = lambda _path: journal
+    try:
+        yield
+    finally:
+        _syncobj.createJournal = original
+
+
+class RaftNode(SyncObj):
+    """A pysyncobj node with pre-vote, leader stickiness, a majority-acknowledged lease and a durable journal.
+
+    Everything here runs on pysyncobj's tick thread unless stated otherwise.
+    """
+
+    def __init__(
+        self,
+        *,
+        address: str,
+        peers: list[str],
+        password: str,
+        data_dir: Path,
+        fsync: bool,
+        timers: Timers,
+        campaign_factor: float,
+        snapshot_entries: int,
+        on_apply: Callable[[Any], Any],
+        freeze: Callable[[], Encoder],
+        on_restore: Callable[[bytes], None],
+    ) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._on_apply = on_apply
+        self._freeze = freeze
+        self._on_restore = on_restore
+        self._fsync = fsync
+        self._stickiness = timers.election_min
+        self._lease = timers.lease
+        self._ping_period = timers.heartbeat
+        self._next_ping = 0.0
+        self._last_leader_contact = -math.inf
+        self._prevote_round = 0
+        self._prevote_grants: set[str] = set()
+        self._prevote_passed = False
+        self._acked: dict[str, float] = {}
+        self._lease_floor = -math.inf
+        self._transfer_target: str | None = None
+        self._echo: tuple[float, int] | None = None
+        self._snapshot_path = data_dir / "raft.snapshot"
+        self._startup_snapshot = self._check_snapshot()
+        self._writer = _SnapshotWriter(self._snapshot_path, fsync)
+        self._journal = DurableJournal(data_dir / "raft.journal", fsync=fsync)
+        conf = SyncObjConf(
+            password=password,
+            autoTick=True,
+            autoTickPeriod=timers.tick,
+            appendEntriesPeriod=timers.heartbeat,
+            raftMinTimeout=timers.election_min * campaign_factor,
+            raftMaxTimeout=timers.election_max * campaign_factor,
+            leaderFallbackTimeout=timers.election_min - 2 * timers.tick,
+            connectionTimeout=max(timers.connection_timeout, timers.election_max * campaign_factor),
+            connectionRetryTime=timers.connection_retry,
+            appendEntriesUseBatch=False,
+            appendEntriesBatchSizeBytes=2**20,
+            sendBufferSize=2**20,
+            recvBufferSize=2**20,
+            bindAddress=address,
+            maxBindRetries=3,
+            bindRetryTime=0.2,
+            journalFile=str(data_dir / "raft.journal"),
+            fullDumpFile=str(self._snapshot_path),
+            serializer=self._serialize,
+            deserializer=self._deserialize,
+            serializeChecker=self._writer.check,
+            useFork=False,
+            logCompactionMinEntries=snapshot_entries,
+            logCompactionMinTime=600,
+            dynamicMembershipChange=False,
+        )
+        with _journal_factory(self._journal):
+            super().__init__(address, peers, conf, transportClass=_StampingTransport)
+        self._nodes = {node.id: node for node in self.otherNodes}
+        try:
+            self.waitBinded()
+        except SyncObjException:
+            self.destroy()
+            raise RaftError(f"cannot listen on {address} for the sync link (address in use or not local)") from None
+
+    # ---- public read-only view (safe from any thread: single attribute reads) ----
+
+    @property
+    def address(self) -> str:
+        return self.selfNode.id
+
+    @property
+    def is_leader(self) -> bool:
+        return self._SyncObj__raftState == _LEADER
+
+    @property
+    def leader_address(self) -> str | None:
+        leader = self._SyncObj__raftLeader
+        return leader.id if leader is not None else None
+
+    @property
+    def last_log_index(self) -> int:
+        return self._SyncObj__raftLog[-1][1]
+
+    def match_index(self, address: str) -> int | None:
+        """The leader's view of how far a follower's log matches; None when not leader."""
+        if not self.is_leader:
+            return None
+        return self._SyncObj__raftMatchIndex.get(self._node(address))
+
+    def ack_age(self, address: str) -> float | None:
+        """Seconds since the leader last heard an answer from a follower; None when not leader."""
+        if not self.is_leader:
+            return None
+        last = self._SyncObj__lastResponseTime.get(self._node(address))
+        return None if last is None else max(0.0, raft_clock() - last)
+
+    def leader_contact_age(self) -> float:
+        """Seconds since this node last accepted AppendEntries from a leader."""
+        return raft_clock() - self._last_leader_contact
+
+    def _node(self, address: str) -> Any:
+        return self._nodes[address]
+
+    def connected(self, address: str) -> bool:
+        return self.isNodeConnected(self._node(address))
+
+    def lease_remaining(self) -> float:
+        """Seconds for which no other node can become leader; -inf when there is no lease."""
+        return self._lease_expiry() - raft_clock()
+
+    def _lease_expiry(self) -> float:
+        if not self.is_leader:
+            return -math.inf
+        floor = self._lease_floor
+        acks = sorted((lt for lt in self._acked.values() if lt >= floor), reverse=True)
+        needed = (len(self.otherNodes) + 1) // 2
+        if needed == 0:
+            return math.inf
+        if len(acks) < needed:
+            return -math.inf
+        return acks[needed - 1] + self._lease
+
+    @property
+    def snapshot_duration(self) -> float:
+        return self._writer.last_duration
+
+    # ---- actions ----
+
+    def propose(self, command: Any, callback: Callable[[Any, str | None], None]) -> None:
+        """Queue a command for the log; `callback(result, error_text)` runs on the Raft thread (any thread may call)."""
+
+        def done(result: Any, error: int) -> None:
+            callback(result, None if error == FAIL_REASON.SUCCESS else _FAIL_TEXT.get(error, f"error {error}"))
+
+        self._apply(command, callback=done)
+
+    def revoke_lease(self) -> None:
+        """Stop counting acknowledgements: the lease lapses at once (before a leadership transfer)."""
+        self._lease_floor = math.inf
+
+    def restore_lease(self) -> None:
+        """Count acknowledgements of heartbeats sent from now on (after a failed transfer)."""
+        self._lease_floor = raft_clock()
+
+    def transfer_to(self, address: str) -> bool:
+        """Ask a caught-up follower to take over now (Raft TimeoutNow); False when pysyncobj refuses."""
+        outcome: list[int] = []
+        self._transfer_target = address
+        self.transferLeadership(self._node(address), callback=lambda _res, err: outcome.append(err))
+        return outcome == [FAIL_REASON.SUCCESS]
+
+    def cancel_transfer(self) -> None:
+        self._transfer_target = None
+
+    def stop(self) -> None:
+        """Stop the tick thread and close the journal (any thread but the tick thread)."""
+        self.destroy()
+        thread = self._SyncObj__thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+
+    # ---- replicated entry point ----
+
+    @replicated
+    def _apply(self, command: Any) -> Any:
+        return self._on_apply(command)
+
+    # ---- pysyncobj overrides ----
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:
+        if self._journal.pending:
+            self._journal.sync()
+        now = raft_clock()
+        if (
+            self._SyncObj__raftState != _LEADER
+            and not self._SyncObj__transferInProgress
+            and not self._prevote_passed
+            and self._SyncObj__raftElectionDeadline < now
+            and self._SyncObj__connectedToAnyone()
+        ):
+            self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
+            self._start_prevote()
+        if now >= self._next_ping:
+            self._next_ping = now + self._ping_period
+            self._ping_peers()
+        super()._onTick(timeToWait)
+
+    def _checkCommandsToApply(self) -> None:
+        super()._checkCommandsToApply()
+        if self._journal.pending:
+            self._journal.sync()  # group commit: one fsync for all entries queued this tick
+
+    def _SyncObj__sendNextNodeIdx(self, node: Any, reset: bool = False, nextNodeIdx: int | None = None, success: bool = False) -> None:
+        if success:
+            self._journal.sync()  # a follower acknowledges only what is on disk
+        SyncObj._SyncObj__sendNextNodeIdx(self, node, reset, nextNodeIdx, success)
+
+    def _SyncObj__setState(self, newState: int) -> None:
+        old = self._SyncObj__raftState
+        SyncObj._SyncObj__setState(self, newState)
+        if newState == old:
+            return
+        if old == _LEADER:
+            self._transfer_target = None
+            self._acked.clear()
+        if newState == _LEADER:
+            self._acked.clear()
+            self._lease_floor = -math.inf
+        if newState == _CANDIDATE:
+            self._prevote_passed = False
+        logger.info("raft state %s -> %s (term %d)", _STATE_NAMES[old], _STATE_NAMES[newState], self.raftCurrentTerm)
+
+    def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "ping":
+            return
+        if kind == "pre_vote":
+            self._answer_prevote(node, message)
+            return
+        if kind == "pre_vote_response":
+            self._count_prevote(node, message)
+            return
+        if kind == "request_vote" and not self._may_vote(node, message):
+            return
+        if kind == "next_node_idx" and self.is_leader and message.get("lterm") == self.raftCurrentTerm:
+            if message["lt"] > self._acked.get(node.id, -math.inf):
+                self._acked[node.id] = message["lt"]
+        if kind == "append_entries" and message["term"] >= self.raftCurrentTerm:
+            self._last_leader_contact = raft_clock()
+            self._prevote_passed = False
+            self._prevote_round += 1
+            self._echo = (message.get("lt", -math.inf), message["term"])
+            try:
+                SyncObj._SyncObj__onMessageReceived(self, node, message)
+            finally:
+                self._echo = None
+            return
+        SyncObj._SyncObj__onMessageReceived(self, node, message)
+
+    # ---- elections: pre-vote and stickiness ----
+
+    def _last_log(self) -> tuple[int, int]:
+        entry = self._SyncObj__raftLog[-1]
+        return entry[2], entry[1]
+
+    def _start_prevote(self) -> None:
+        self._prevote_round += 1
+        self._prevote_grants = {self.selfNode.id}
+        term, index = self._last_log()
+        message = {
+            "type": "pre_vote",
+            "round": self._prevote_round,
+            "term": self.raftCurrentTerm + 1,
+            "last_log_term": term,
+            "last_log_index": index,
+        }
+        logger.debug("pre-vote round %d for term %d", self._prevote_round, message["term"])
+        for node in self.otherNodes:
+            self._SyncObj__transport.send(node, dict(message))
+        self._check_prevote()
+
+    def _answer_prevote(self, node: Any, message: dict[str, Any]) -> None:
+        granted = (
+            not self.is_leader
+            and message["term"] > self.raftCurrentTerm
+            and self.leader_contact_age() >= self._stickiness
+            and (message["last_log_term"], message["last_log_index"]) >= self._last_log()
+        )
+        self._SyncObj__transport.send(node, {"type": "pre_vote_response", "round": message["round"], "granted": granted})
+
+    def _count_prevote(self, node: Any, message: dict[str, Any]) -> None:
+        if message["round"] != self._prevote_round or not message["granted"] or self.is_leader:
+            return
+        self._prevote_grants.add(node.id)
+        self._check_prevote()
+
+    def _check_prevote(self) -> None:
+        if len(self._prevote_grants) > (len(self.otherNodes) + 1) / 2:
+            logger.debug("pre-vote round %d passed", self._prevote_round)
+            self._prevote_passed = True
+            self._SyncObj__raftElectionDeadline = 0  # the base tick starts the real election
+
+    def _may_vote(self, node: Any, message: dict[str, Any]) -> bool:
+        """Leader stickiness: ignore a vote request (and its term) while a live leader is known."""
+        if message["term"] <= self.raftCurrentTerm:
+            return True
+        if self.is_leader:
+            return self._transfer_target == node.id
+        return self.leader_contact_age() >= self._stickiness
+
+    def _ping_peers(self) -> None:
+        """Keep every link busy: pysyncobj drops a connection on its first send after an idle period."""
+        for node in self.otherNodes:
+            self._SyncObj__transport.send(node, {"type": "ping"})
+
+    # ---- snapshots ----
+
+    def _check_snapshot(self) -> dict[str, Any] | None:
+        if not self._snapshot_path.exists():
+            return None
+        doc = read_snapshot(self._snapshot_path)
+        doc["stat"] = _file_id(self._snapshot_path)
+        return doc
+
+    def _serialize(self, _tmp_path: str, entries: tuple[Any, ...]) -> None:
+        encode = self._freeze()
+        self._writer.start(
+            lambda: pickle.dumps({"format": _SNAPSHOT_FORMAT, "entries": entries, "image": encode()}, protocol=5)
+        )
+
+    def _deserialize(self, path: str) -> tuple[Any, ...]:
+        snapshot = Path(path)
+        doc = self._startup_snapshot
+        self._startup_snapshot = None
+        if doc is None or doc["stat"] != _file_id(snapshot):
+            if self._fsync:
+                with open(snapshot, "rb") as f:
+                    os.fsync(f.fileno())
+                fsync_dir(snapshot.parent)
+            doc = read_snapshot(snapshot)
+        self._on_restore(doc["image"])
+        return doc["entries"]
+
+
+_STATE_NAMES = {_FOLLOWER: "follower", _CANDIDATE: "candidate", _LEADER: "leader"}
+
+
+def _file_id(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns, st.st_size

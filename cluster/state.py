@@ -1,0 +1,245 @@
+"""The process image: the deterministic state machine every server applies the replicated log to."""
+
+import collections
+import io
+import pickle
+from operator import itemgetter
+from typing import Any, Callable, NamedTuple
+
+from cluster.commands import (
+    DOCUMENT_KINDS,
+    QUALITIES,
+    Activate,
+    Command,
+    DeleteDocument,
+    PutDocument,
+    Scalar,
+    UpdatePoints,
+    WritePoint,
+)
+
+# A snapshot is _MAGIC, one format-version byte, then a pickle (protocol 5) of plain data only:
+# no class references, so decoding cannot run code and does not depend on Python class names.
+_MAGIC = b"TNDM-IMAGE"
+_FORMAT_VERSION = 1
+_QUALITY_CODES = {quality: code for code, quality in enumerate(QUALITIES)}
+
+
+class PointValue(NamedTuple):
+    value: Scalar
+    quality: str
+    ts: float
+    source: str
+
+
+class Document(NamedTuple):
+    version: int
+    body: dict
+    updated_by: str
+    updated_ts: float
+
+
+class AuditEntry(NamedTuple):
+    seq: int
+    ts: float
+    user: str
+    action: str
+    target: str
+    detail: str
+
+
+class Activation(NamedTuple):
+    node: str
+    term: int
+    since: float
+
+
+class Rejected(NamedTuple):
+    """A deterministic refusal, returned (not raised) by `ProcessImage.apply`."""
+
+    reason: str
+
+
+class UnknownCommand(TypeError):
+    """`ProcessImage.apply` was given an object that is not a known command."""
+
+
+class Frozen(NamedTuple):
+    """A consistent copy of a `ProcessImage`, safe to encode in another thread."""
+
+    points: dict[str, PointValue]
+    documents: dict[str, dict[str, Document]]
+    audit: tuple[AuditEntry, ...]
+    activation: Activation | None
+    last_ts: float
+    applied: int
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"refers to {module}.{name}; a snapshot holds plain data only")
+
+
+class ProcessImage:
+    """Point values, configuration documents, the audit trail and the activation record.
+
+    `apply` is deterministic: no clock, no I/O, no randomness; time comes from the command stamps.
+    Stored values are immutable tuples; document bodies are never mutated in place (each
+    PutDocument carries a private deep copy made when it was built, which the image takes over).
+    Readers must not mutate what they get from the image.
+    """
+
+    AUDIT_RETENTION = 10_000
+
+    def __init__(self) -> None:
+        self.points: dict[str, PointValue] = {}
+        self.documents: dict[str, dict[str, Document]] = {kind: {} for kind in DOCUMENT_KINDS}
+        self.audit: collections.deque[AuditEntry] = collections.deque(maxlen=self.AUDIT_RETENTION)
+        self.activation: Activation | None = None
+        self.last_ts = 0.0
+        self.applied = 0
+
+    def point(self, name: str) -> PointValue | None:
+        return self.points.get(name)
+
+    def apply(self, cmd: Command) -> object:
+        """Apply one committed command; return None, a new document version, or `Rejected`."""
+        handler = _HANDLERS.get(type(cmd))
+        if handler is None:
+            raise UnknownCommand(f"not a replicated command: {type(cmd).__module__}.{type(cmd).__qualname__}")
+        result = handler(self, cmd)
+        self.last_ts = max(self.last_ts, cmd.ts)
+        self.applied += 1
+        return result
+
+    def _update_points(self, cmd: UpdatePoints) -> None:
+        points = self.points
+        for name, value, quality, ts, source in cmd.updates:
+            points[name] = PointValue(value, quality, ts, source)
+
+    def _write_point(self, cmd: WritePoint) -> None:
+        self.points[cmd.name] = PointValue(cmd.value, "good", cmd.ts, f"user:{cmd.user}")
+        self._audit(cmd.ts, cmd.user, "write", cmd.name, repr(cmd.value))
+
+    def _put_document(self, cmd: PutDocument) -> int | Rejected:
+        docs = self.documents[cmd.kind]
+        current = docs.get(cmd.name)
+        version = current.version if current else 0
+        if cmd.expected_version is not None and cmd.expected_version != version:
+            return _conflict(cmd.kind, cmd.name, version, cmd.expected_version)
+        docs[cmd.name] = Document(version + 1, cmd.body, cmd.user, cmd.ts)
+        self._audit(cmd.ts, cmd.user, "put", f"{cmd.kind}/{cmd.name}", f"version {version + 1}")
+        return version + 1
+
+    def _delete_document(self, cmd: DeleteDocument) -> Rejected | None:
+        docs = self.documents[cmd.kind]
+        current = docs.get(cmd.name)
+        if current is None:
+            return Rejected(f"not found: {cmd.kind}/{cmd.name}")
+        if cmd.expected_version is not None and cmd.expected_version != current.version:
+            return _conflict(cmd.kind, cmd.name, current.version, cmd.expected_version)
+        del docs[cmd.name]
+        self._audit(cmd.ts, cmd.user, "delete", f"{cmd.kind}/{cmd.name}", f"version {current.version}")
+        return None
+
+    def _activate(self, cmd: Activate) -> Rejected | None:
+        if self.activation is not None and self.activation.term > cmd.term:
+            return Rejected(
+                f"stale activation: {cmd.node} in term {cmd.term}, "
+                f"but {self.activation.node} is active in term {self.activation.term}"
+            )
+        self.activation = Activation(cmd.node, cmd.term, cmd.ts)
+        return None
+
+    def _audit(self, ts: float, user: str, action: str, target: str, detail: str) -> None:
+        seq = self.audit[-1].seq + 1 if self.audit else 1
+        self.audit.append(AuditEntry(seq, ts, user, action, target, detail))
+
+    def freeze(self) -> Frozen:
+        """Return a consistent copy in O(number of entries) shallow copying; call it in the apply thread."""
+        return Frozen(
+            dict(self.points),
+            {kind: dict(docs) for kind, docs in self.documents.items()},
+            tuple(self.audit),
+            self.activation,
+            self.last_ts,
+            self.applied,
+        )
+
+    @staticmethod
+    def encode(frozen: Frozen) -> bytes:
+        """Serialize a frozen copy; replicas that applied the same log encode to the same bytes."""
+        # Points go column by column; qualities as one byte each, sources as indexes into a table.
+        entries = frozen.points.values()
+        values, qualities, stamps, sources = (list(map(itemgetter(field), entries)) for field in range(4))
+        source_table = list(dict.fromkeys(sources))
+        source_codes = {source: code for code, source in enumerate(source_table)}
+        payload = {
+            "point_names": list(frozen.points),
+            "point_values": values,
+            "point_qualities": bytes(map(_QUALITY_CODES.__getitem__, qualities)),
+            "point_ts": stamps,
+            "point_source_table": source_table,
+            "point_sources": list(map(source_codes.__getitem__, sources)),
+            "documents": {
+                kind: {name: tuple(doc) for name, doc in docs.items()} for kind, docs in frozen.documents.items()
+            },
+            "audit": list(map(tuple, frozen.audit)),
+            "activation": tuple(frozen.activation) if frozen.activation else None,
+            "last_ts": frozen.last_ts,
+            "applied": frozen.applied,
+        }
+        out = io.BytesIO()
+        out.write(_MAGIC + bytes([_FORMAT_VERSION]))
+        pickler = pickle.Pickler(out, protocol=5)
+        # No memo: the bytes then depend on the values only, not on which equal objects happen to be
+        # shared (which differs between a replica that applied the log and one restored from a snapshot).
+        pickler.fast = True
+        pickler.dump(payload)
+        return out.getvalue()
+
+    @classmethod
+    def decode(cls, data: bytes) -> "ProcessImage":
+        """Rebuild an image from `encode` output; raise ValueError if `data` is not such a snapshot."""
+        if data[: len(_MAGIC)] != _MAGIC:
+            raise ValueError("not a Tandem process image snapshot (bad magic)")
+        version = data[len(_MAGIC)] if len(data) > len(_MAGIC) else None
+        if version != _FORMAT_VERSION:
+            raise ValueError(
+                f"unsupported process image format version {version} (this build reads version {_FORMAT_VERSION})"
+            )
+        stream = io.BytesIO(data)
+        stream.seek(len(_MAGIC) + 1)
+        try:
+            payload = _PlainUnpickler(stream).load()
+            if stream.tell() != len(data):
+                raise ValueError(f"{len(data) - stream.tell()} trailing bytes")
+            image = cls()
+            qualities = map(QUALITIES.__getitem__, payload["point_qualities"])
+            sources = map(payload["point_source_table"].__getitem__, payload["point_sources"])
+            rows = zip(payload["point_values"], qualities, payload["point_ts"], sources, strict=True)
+            image.points = dict(zip(payload["point_names"], map(PointValue._make, rows), strict=True))
+            image.documents.update(
+                (kind, {name: Document._make(doc) for name, doc in docs.items()})
+                for kind, docs in payload["documents"].items()
+            )
+            image.audit.extend(map(AuditEntry._make, payload["audit"]))
+            image.activation = Activation._make(payload["activation"]) if payload["activation"] else None
+            image.last_ts = payload["last_ts"]
+            image.applied = payload["applied"]
+        except Exception as exc:
+            raise ValueError(f"corrupt process image snapshot: {exc}") from exc
+        return image
+
+
+def _conflict(kind: str, name: str, version: int, expected: int) -> Rejected:
+    return Rejected(f"version conflict: {kind}/{name} is at version {version}, expected {expected}")
+
+
+_HANDLERS: dict[type, Callable[[ProcessImage, Any], object]] = {
+    UpdatePoints: ProcessImage._update_points,
+    WritePoint: ProcessImage._write_point,
+    PutDocument: ProcessImage._put_document,
+    DeleteDocument: ProcessImage._delete_document,
+    Activate: ProcessImage._activate,
+}

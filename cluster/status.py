@@ -1,0 +1,67 @@
+"""Compose the cluster status (what `tandem status --json` prints) from each node's own view."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .config import Role, TandemConfig
+
+
+def compose_status(config: TandemConfig, views: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
+    """`views` maps node name to its /api/v1/node answer, or None when it could not be reached."""
+    reachable = [view for view in views.values() if view is not None]
+    leader = next((view for view in reachable if view["is_leader"]), None)
+    commit = max((view["commit_index"] for view in reachable), default=0)
+    newest = max((view["last_ts"] for view in reachable), default=0.0)
+    nodes = []
+    for node in config.cluster.nodes:
+        view = views.get(node.name)
+        seen_by_leader = leader["peers"].get(node.name) if leader and leader["name"] != node.name else None
+        if view is None:
+            nodes.append(
+                {
+                    "name": node.name,
+                    "config_role": node.role.value,
+                    "role": "witness" if node.role is Role.WITNESS else "standby",
+                    "reachable": False,
+                    "api": node.api,
+                    "term": None,
+                    "commit_index": None,
+                    "applied_index": None,
+                    "lag_entries": None,
+                    "lag_seconds": None,
+                    "last_contact": seen_by_leader["ack_age"] if seen_by_leader else None,
+                }
+            )
+            continue
+        lag = max(0, commit - view["applied_index"])
+        if view["is_leader"]:
+            contact = 0.0
+        elif seen_by_leader is not None:
+            contact = seen_by_leader["ack_age"]
+        else:
+            contact = view["leader_contact_age"]
+        nodes.append(
+            {
+                "name": node.name,
+                "config_role": node.role.value,
+                "role": view["role"],
+                "reachable": True,
+                "api": node.api,
+                "term": view["term"],
+                "commit_index": view["commit_index"],
+                "applied_index": view["applied_index"],
+                "lag_entries": lag,
+                "lag_seconds": max(0.0, newest - view["last_ts"]) if lag else 0.0,
+                "last_contact": contact,
+            }
+        )
+    active = [node["name"] for node in nodes if node["role"] == "active"]
+    return {
+        "cluster": config.cluster.name,
+        "active": active[0] if len(active) == 1 else None,
+        "leader": leader["name"] if leader else None,
+        "time": time.time(),
+        "nodes": nodes,
+    }

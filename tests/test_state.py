@@ -1,0 +1,356 @@
+"""Unit tests for the replicated commands and the process-image state machine."""
+
+import pickle
+
+import pytest
+
+from cluster.commands import (
+    Activate,
+    CommandError,
+    DeleteDocument,
+    PointUpdate,
+    PutDocument,
+    UpdatePoints,
+    WritePoint,
+)
+from cluster.state import (
+    Activation,
+    AuditEntry,
+    Document,
+    PointValue,
+    ProcessImage,
+    Rejected,
+    UnknownCommand,
+)
+
+
+def update(name: str = "ahu-1/supply-temp", value=21.5, quality="good", ts=100.0, source="modbus:ahu-1"):
+    return PointUpdate(name, value, quality, ts, source)
+
+
+def batch(*updates: PointUpdate) -> UpdatePoints:
+    return UpdatePoints(updates)
+
+
+def scenario() -> list:
+    """A command list touching every command type, including refusals."""
+    return [
+        Activate("main", 1, 10.0),
+        batch(*(update(f"zone-{i}/temp", 20.0 + i, "good", 11.0, f"modbus:dev-{i % 3}") for i in range(50))),
+        batch(update("zone-1/alarm", True, "uncertain", 12.0, "bacnet:1001"), update("zone-2/mode", "auto", ts=12.0)),
+        WritePoint("zone-1/setpoint", 22.0, "alice", 13.0),
+        PutDocument("devices", "ahu-1", {"host": "10.0.0.5", "port": 502, "tags": ["a", {"b": None}]}, "bob", 14.0),
+        PutDocument("devices", "ahu-1", {"host": "10.0.0.6"}, "bob", 15.0, expected_version=7),
+        PutDocument("alarms", "high-temp", {"limit": 30.5}, "bob", 16.0),
+        DeleteDocument("alarms", "high-temp", "bob", 17.0, expected_version=1),
+        DeleteDocument("alarms", "missing", "bob", 18.0),
+        Activate("backup", 2, 19.0),
+        Activate("main", 1, 20.0),
+        batch(update("zone-1/temp", None, "comm-failure", 21.0, "modbus:dev-1")),
+    ]
+
+
+def applied(commands: list) -> ProcessImage:
+    image = ProcessImage()
+    for cmd in commands:
+        image.apply(cmd)
+    return image
+
+
+# --- command effects -------------------------------------------------------------------------
+
+
+def test_update_points_sets_every_point_and_last_write_wins():
+    image = ProcessImage()
+    cmd = batch(update("a", 1, ts=5.0), update("b", "on", "bad", 7.0, "bacnet:9"), update("a", 2, ts=6.0))
+
+    assert image.apply(cmd) is None
+    assert image.points == {
+        "a": PointValue(2, "good", 6.0, "modbus:ahu-1"),
+        "b": PointValue("on", "bad", 7.0, "bacnet:9"),
+    }
+    assert image.point("b") == PointValue("on", "bad", 7.0, "bacnet:9")
+    assert image.point("missing") is None
+    assert cmd.ts == 7.0
+    assert (image.last_ts, image.applied) == (7.0, 1)
+
+
+def test_update_points_survives_the_wire_as_typed_updates():
+    cmd = batch(update("a", 1.5, ts=5.0), update("b", None, "comm-failure", 6.0))
+
+    copy = pickle.loads(pickle.dumps(cmd))
+
+    assert copy == cmd
+    assert all(type(u) is PointUpdate for u in copy.updates)
+    image = ProcessImage()
+    image.apply(copy)
+    assert image.points["b"] == PointValue(None, "comm-failure", 6.0, "modbus:ahu-1")
+
+
+def test_write_point_sets_good_value_from_user_and_audits():
+    image = ProcessImage()
+    image.apply(batch(update("zone/setpoint", 20.0, "bad", ts=1.0)))
+
+    assert image.apply(WritePoint("zone/setpoint", 22.5, "alice", 2.0)) is None
+
+    assert image.points["zone/setpoint"] == PointValue(22.5, "good", 2.0, "user:alice")
+    assert list(image.audit) == [AuditEntry(1, 2.0, "alice", "write", "zone/setpoint", "22.5")]
+    assert (image.last_ts, image.applied) == (2.0, 2)
+
+
+def test_put_document_creates_and_replaces_with_versions():
+    image = ProcessImage()
+
+    assert image.apply(PutDocument("devices", "ahu-1", {"port": 502}, "bob", 1.0)) == 1
+    assert image.apply(PutDocument("devices", "ahu-1", {"port": 503}, "carol", 2.0, expected_version=1)) == 2
+
+    assert image.documents["devices"]["ahu-1"] == Document(2, {"port": 503}, "carol", 2.0)
+    assert [(e.seq, e.action, e.target, e.detail) for e in image.audit] == [
+        (1, "put", "devices/ahu-1", "version 1"),
+        (2, "put", "devices/ahu-1", "version 2"),
+    ]
+
+
+def test_put_document_expected_version_zero_means_must_not_exist():
+    image = ProcessImage()
+    assert image.apply(PutDocument("users", "alice", {}, "admin", 1.0, expected_version=0)) == 1
+
+    result = image.apply(PutDocument("users", "alice", {}, "admin", 2.0, expected_version=0))
+
+    assert result == Rejected("version conflict: users/alice is at version 1, expected 0")
+
+
+def test_put_document_version_conflict_is_rejected_without_changes():
+    image = ProcessImage()
+    image.apply(PutDocument("schedules", "weekday", {"on": "07:00"}, "bob", 1.0))
+    before = ProcessImage.encode(image.freeze())
+
+    result = image.apply(PutDocument("schedules", "weekday", {"on": "06:00"}, "bob", 5.0, expected_version=3))
+
+    assert result == Rejected("version conflict: schedules/weekday is at version 1, expected 3")
+    assert image.documents["schedules"]["weekday"].body == {"on": "07:00"}
+    assert len(image.audit) == 1
+    # A refusal is still an applied log entry.
+    assert (image.last_ts, image.applied) == (5.0, 2)
+    assert ProcessImage.encode(image.freeze()) != before
+
+
+def test_put_document_body_is_a_private_copy():
+    body = {"points": [{"address": 1}], "host": "10.0.0.5"}
+    cmd = PutDocument("devices", "ahu-1", body, "bob", 1.0)
+    image = ProcessImage()
+    image.apply(cmd)
+
+    body["host"] = "changed"
+    body["points"][0]["address"] = 99
+
+    assert image.documents["devices"]["ahu-1"].body == {"points": [{"address": 1}], "host": "10.0.0.5"}
+
+
+def test_delete_document_removes_and_audits():
+    image = ProcessImage()
+    image.apply(PutDocument("trends", "t1", {"period": 60}, "bob", 1.0))
+
+    assert image.apply(DeleteDocument("trends", "t1", "carol", 2.0, expected_version=1)) is None
+
+    assert image.documents["trends"] == {}
+    assert image.audit[-1] == AuditEntry(2, 2.0, "carol", "delete", "trends/t1", "version 1")
+
+
+def test_delete_document_missing_or_conflicting_is_rejected():
+    image = ProcessImage()
+    image.apply(PutDocument("logic", "l1", {}, "bob", 1.0))
+
+    missing = image.apply(DeleteDocument("logic", "l2", "bob", 2.0))
+    conflict = image.apply(DeleteDocument("logic", "l1", "bob", 3.0, expected_version=2))
+
+    assert missing == Rejected("not found: logic/l2")
+    assert conflict == Rejected("version conflict: logic/l1 is at version 1, expected 2")
+    assert "l1" in image.documents["logic"]
+    assert len(image.audit) == 1
+
+
+def test_activate_records_the_newest_term_and_rejects_stale_ones():
+    image = ProcessImage()
+
+    assert image.apply(Activate("main", 3, 1.0)) is None
+    assert image.apply(Activate("backup", 4, 2.0)) is None
+    stale = image.apply(Activate("main", 3, 3.0))
+    assert image.apply(Activate("backup", 4, 4.0)) is None
+
+    assert stale == Rejected("stale activation: main in term 3, but backup is active in term 4")
+    assert image.activation == Activation("backup", 4, 4.0)
+    assert (image.last_ts, image.applied) == (4.0, 4)
+
+
+def test_last_ts_never_goes_backwards():
+    image = ProcessImage()
+    image.apply(WritePoint("p", 1, "alice", 50.0))
+    image.apply(WritePoint("p", 2, "alice", 40.0))
+
+    assert image.last_ts == 50.0
+    assert image.points["p"].ts == 40.0
+
+
+def test_unknown_command_raises_and_changes_nothing():
+    image = ProcessImage()
+    for bogus in (object(), {"op": "write"}, ("p", 1, "good", 1.0, "x"), update()):
+        with pytest.raises(UnknownCommand, match="not a replicated command"):
+            image.apply(bogus)
+    assert issubclass(UnknownCommand, TypeError)
+    assert image.applied == 0
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("build", "field", "problem"),
+    [
+        (lambda: batch(update(), update(quality="excellent")), "updates[1].quality", "must be one of"),
+        (lambda: batch(update(name="")), "updates[0].name", "must not be empty"),
+        (lambda: batch(update(name="zone 1/temp")), "updates[0].name", "whitespace"),
+        (lambda: batch(update(name="zone\x00")), "updates[0].name", "control"),
+        (lambda: batch(update(name="x" * 201)), "updates[0].name", "at most 200"),
+        (lambda: batch(update(value=[1])), "updates[0].value", "got list"),
+        (lambda: batch(update(value=float("nan"))), "updates[0].value", "finite"),
+        (lambda: batch(update(ts=5)), "updates[0].ts", "float"),
+        (lambda: batch(update(source="")), "updates[0].source", "non-empty"),
+        (lambda: batch(update(), ("p", 1, "good", 1.0, "x")), "updates[1]", "must be a PointUpdate"),
+        (lambda: UpdatePoints(()), "updates", "non-empty tuple"),
+        (lambda: UpdatePoints([update()]), "updates", "non-empty tuple"),
+        (lambda: WritePoint("", 1, "alice", 1.0), "name", "must not be empty"),
+        (lambda: WritePoint("p", {"a": 1}, "alice", 1.0), "value", "got dict"),
+        (lambda: WritePoint("p", 1, "al ice", 1.0), "user", "whitespace"),
+        (lambda: PutDocument("gadgets", "x", {}, "bob", 1.0), "kind", "must be one of devices"),
+        (lambda: PutDocument("devices", "", {}, "bob", 1.0), "name", "must not be empty"),
+        (lambda: PutDocument("devices", "x", [1, 2], "bob", 1.0), "body", "must be a dict, got list"),
+        (lambda: PutDocument("devices", "x", {"a": [1, {2, 3}]}, "bob", 1.0), "body['a'][1]", "got set"),
+        (lambda: PutDocument("devices", "x", {"a": (1, 2)}, "bob", 1.0), "body['a']", "got tuple"),
+        (lambda: PutDocument("devices", "x", {"a": {1: "b"}}, "bob", 1.0), "body['a']", "str keys"),
+        (lambda: PutDocument("devices", "x", {"a": float("inf")}, "bob", 1.0), "body['a']", "finite"),
+        (lambda: PutDocument("devices", "x", {}, "bob", 1.0, expected_version=-1), "expected_version", "non-neg"),
+        (lambda: DeleteDocument("logic", "x", "", 1.0), "user", "must not be empty"),
+        (lambda: DeleteDocument("logic", "x", "bob", float("nan")), "ts", "finite float"),
+        (lambda: Activate("main", -1, 1.0), "term", "non-negative int"),
+        (lambda: Activate("main", True, 1.0), "term", "non-negative int"),
+        (lambda: Activate("", 1, 1.0), "node", "must not be empty"),
+    ],
+)
+def test_invalid_fields_are_named(build, field, problem):
+    with pytest.raises(CommandError) as caught:
+        build()
+    assert caught.value.field == field
+    assert str(caught.value).startswith(field + " ")
+    assert problem in str(caught.value)
+    assert isinstance(caught.value, ValueError)
+
+
+def test_deeply_nested_body_is_refused():
+    body: dict = {}
+    inner = body
+    for _ in range(40):
+        inner["x"] = {}
+        inner = inner["x"]
+    with pytest.raises(CommandError, match="nested deeper than 32 levels"):
+        PutDocument("logic", "deep", body, "bob", 1.0)
+
+
+def test_commands_are_immutable():
+    cmd = WritePoint("p", 1, "alice", 1.0)
+    with pytest.raises(AttributeError):
+        cmd.value = 2  # type: ignore[misc]
+
+
+# --- determinism, retention, snapshots -------------------------------------------------------
+
+
+def test_same_commands_give_identical_snapshots():
+    commands = scenario()
+    leader = applied(commands)
+    follower = applied(pickle.loads(pickle.dumps(cmd)) for cmd in commands)
+
+    assert ProcessImage.encode(leader.freeze()) == ProcessImage.encode(follower.freeze())
+    assert ProcessImage.encode(leader.freeze()) == ProcessImage.encode(applied(commands).freeze())
+
+
+def test_scenario_outcome():
+    image = ProcessImage()
+    results = [image.apply(cmd) for cmd in scenario()]
+
+    assert [type(r).__name__ if isinstance(r, Rejected) else r for r in results] == [
+        None, None, None, None, 1, "Rejected", 1, None, "Rejected", None, "Rejected", None,
+    ]  # fmt: skip
+    assert image.activation == Activation("backup", 2, 19.0)
+    assert image.points["zone-1/temp"] == PointValue(None, "comm-failure", 21.0, "modbus:dev-1")
+    assert (image.last_ts, image.applied, len(image.points)) == (21.0, 12, 53)
+
+
+def test_audit_keeps_only_the_newest_entries():
+    image = ProcessImage()
+    total = ProcessImage.AUDIT_RETENTION + 5
+
+    for i in range(total):
+        image.apply(WritePoint("p", i, "alice", float(i)))
+
+    assert len(image.audit) == ProcessImage.AUDIT_RETENTION
+    assert (image.audit[0].seq, image.audit[-1].seq) == (6, total)
+    assert image.audit[-1].detail == repr(total - 1)
+
+
+def test_frozen_copy_is_isolated_from_later_applies():
+    image = applied(scenario())
+    frozen = image.freeze()
+    encoded = ProcessImage.encode(frozen)
+
+    image.apply(batch(update("zone-1/temp", 99.0, ts=30.0), update("new/point", 1, ts=30.0)))
+    image.apply(WritePoint("zone-2/temp", 0.0, "alice", 31.0))
+    image.apply(PutDocument("devices", "ahu-1", {"host": "changed"}, "bob", 32.0))
+    image.apply(PutDocument("plugins", "modbus", {}, "bob", 33.0))
+    image.apply(Activate("main", 9, 34.0))
+
+    assert ProcessImage.encode(frozen) == encoded
+
+
+def test_encode_decode_round_trip():
+    image = applied(scenario())
+    encoded = ProcessImage.encode(image.freeze())
+
+    restored = ProcessImage.decode(encoded)
+
+    assert restored.freeze() == image.freeze()
+    assert ProcessImage.encode(restored.freeze()) == encoded
+    assert restored.audit.maxlen == ProcessImage.AUDIT_RETENTION
+    # The restored replica goes on exactly like the original one.
+    more = [WritePoint("zone-3/temp", 1, "alice", 40.0), PutDocument("devices", "ahu-1", {}, "bob", 41.0)]
+    for cmd in more:
+        assert restored.apply(cmd) == image.apply(cmd)
+    assert ProcessImage.encode(restored.freeze()) == ProcessImage.encode(image.freeze())
+
+
+def test_empty_image_round_trip():
+    restored = ProcessImage.decode(ProcessImage.encode(ProcessImage().freeze()))
+
+    assert restored.freeze() == ProcessImage().freeze()
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda good: b"", "bad magic"),
+        (lambda good: b"definitely not a snapshot", "bad magic"),
+        (lambda good: pickle.dumps({"points": {}}), "bad magic"),
+        (lambda good: good[:10], "format version None"),
+        (lambda good: good[:10] + b"\x07" + good[11:], "format version 7"),
+        (lambda good: good[:11] + b"garbage", "corrupt"),
+        (lambda good: good[: len(good) // 2], "corrupt"),
+        (lambda good: good + b"\x00", "corrupt.*trailing"),
+        (lambda good: good[:11] + pickle.dumps({"points": {}}, 5), "corrupt"),
+        (lambda good: good[:11] + pickle.dumps(Activation("main", 1, 1.0), 5), "corrupt.*plain data only"),
+    ],
+)
+def test_decode_refuses_bad_data(make, message):
+    good = ProcessImage.encode(applied(scenario()).freeze())
+
+    with pytest.raises(ValueError, match=message):
+        ProcessImage.decode(make(good))

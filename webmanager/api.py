@@ -1,0 +1,155 @@
+"""The HTTP API of a node (aiohttp): cluster status, points and leadership transfer, bearer-token authenticated."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from cluster.commands import CommandError, WritePoint
+from cluster.config import Role
+from cluster.guard import NotActive
+from cluster.node import ClusterNode, TransferFailed
+from cluster.raft import ProposalFailed
+from cluster.status import compose_status
+
+logger = logging.getLogger(__name__)
+
+NODE = web.AppKey("node", ClusterNode)
+PEER_SESSION = web.AppKey("peer_session", aiohttp.ClientSession)
+PEER_TIMEOUT = 0.5
+
+
+def _error(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+@web.middleware
+async def _authenticate(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    expected = f"Bearer {request.app[NODE].config.api_token}"
+    if not hmac.compare_digest(request.headers.get("Authorization", ""), expected):
+        return _error(401, "missing or wrong bearer token (see `tandem token`)")
+    return await handler(request)
+
+
+async def _peer_session(app: web.Application) -> AsyncIterator[None]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT)) as session:
+        app[PEER_SESSION] = session
+        yield
+
+
+def _not_active(node: ClusterNode) -> web.Response:
+    active = node.active_node()
+    return _error(
+        409,
+        f"{node.name} is not the active server",
+        active=active.name if active else None,
+        active_api=active.api if active else None,
+    )
+
+
+async def node_view(request: web.Request) -> web.Response:
+    return web.json_response(request.app[NODE].local_status())
+
+
+async def cluster_status(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    session = request.app[PEER_SESSION]
+    headers = {"Authorization": f"Bearer {node.config.api_token}"}
+
+    async def fetch(api: str) -> dict[str, Any] | None:
+        try:
+            async with session.get(f"http://{api}/api/v1/node", headers=headers) as response:
+                return await response.json() if response.status == 200 else None
+        except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError):
+            return None
+
+    others = [n for n in node.config.cluster.nodes if n.name != node.name]
+    answers = await asyncio.gather(*(fetch(n.api) for n in others))
+    views = {n.name: answer for n, answer in zip(others, answers)}
+    views[node.name] = node.local_status()
+    return web.json_response(compose_status(node.config, views))
+
+
+def _point_json(name: str, point: Any) -> dict[str, Any]:
+    return {"name": name, "value": point.value, "quality": point.quality, "timestamp": point.ts, "source": point.source}
+
+
+async def get_point(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    name = request.match_info["name"]
+    if request.query.get("consistent") in ("1", "true"):
+        raft = node.raft
+        if not node.is_active():
+            return _not_active(node)
+        if raft.raftLastApplied < raft.raftCommitIndex:
+            return _error(503, "the active server is still applying committed entries; retry")
+    point = node.image.points.get(name)
+    if point is None:
+        return _error(404, f"no point named {name!r}")
+    return web.json_response(_point_json(name, point))
+
+
+async def put_point(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    name = request.match_info["name"]
+    try:
+        body = await request.json()
+    except json.JSONDecodeError:
+        return _error(400, "body must be JSON like {\"value\": 21.5}")
+    if not isinstance(body, dict) or set(body) != {"value"}:
+        return _error(400, "body must be an object with exactly one key, 'value'")
+    try:
+        command = WritePoint(name=name, value=body["value"], user="api", ts=time.time())
+    except CommandError as exc:
+        return _error(400, str(exc))
+    try:
+        await node.submit(command)
+    except NotActive:
+        return _not_active(node)
+    except ProposalFailed as exc:
+        return _error(503, str(exc))
+    return web.json_response(_point_json(name, node.image.points[name]))
+
+
+async def transfer(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    try:
+        body = await request.json()
+    except json.JSONDecodeError:
+        return _error(400, "body must be JSON like {\"to\": \"backup\"}")
+    if not isinstance(body, dict) or not isinstance(body.get("to"), str):
+        return _error(400, "body must be an object with a string 'to' naming the target node")
+    timeout = body.get("timeout")
+    if timeout is not None and (not isinstance(timeout, (int, float)) or not 0 < timeout <= 60):
+        return _error(400, "'timeout' must be a number of seconds from 0 to 60")
+    if body["to"] not in {n.name for n in node.config.cluster.nodes}:
+        return _error(400, f"no node named {body['to']!r}")
+    try:
+        future = node.request_transfer(body["to"], timeout)
+        result = await asyncio.wrap_future(future)
+    except TransferFailed as exc:
+        status = 409 if "not the active" in str(exc) else 422
+        return _error(status, str(exc), **({"active": getattr(node.active_node(), "name", None)} if status == 409 else {}))
+    return web.json_response(result)
+
+
+def create_app(node: ClusterNode) -> web.Application:
+    """The node's aiohttp application; the witness serves status only."""
+    app = web.Application(middlewares=[_authenticate])
+    app[NODE] = node
+    app.cleanup_ctx.append(_peer_session)
+    app.router.add_get("/api/v1/node", node_view)
+    app.router.add_get("/api/v1/status", cluster_status)
+    if node.me.role is not Role.WITNESS:
+        app.router.add_get("/api/v1/points/{name}", get_point)
+        app.router.add_put("/api/v1/points/{name}", put_point)
+        app.router.add_post("/api/v1/cluster/transfer", transfer)
+    return app
