@@ -37,7 +37,7 @@ class PointUpdate(NamedTuple):
 
 
 def _check_name(field: str, value: object) -> None:
-    """Names (points, documents, users, nodes): 1..200 printable characters, no whitespace."""
+    """Names (points, documents, users, nodes): 1..MAX_NAME_LENGTH printable characters, no whitespace."""
     if type(value) is not str:
         raise CommandError(field, f"must be a str, got {type(value).__name__}")
     if not value:
@@ -81,6 +81,29 @@ def _check_version(field: str, value: object) -> None:
         raise CommandError(field, f"must be None or a non-negative int, got {value!r}")
 
 
+def _update_is_valid(update: object) -> bool:
+    """The rules of _check_update in one expression: the fast path for thousands of updates a batch."""
+    if type(update) is not PointUpdate:
+        return False
+    name, value, quality, ts, source = update
+    return (
+        type(name) is str and 0 < len(name) <= MAX_NAME_LENGTH and name.isprintable() and " " not in name
+        and type(value) in _SCALAR_TYPES and (type(value) is not float or math.isfinite(value))
+        and type(quality) is str and quality in _QUALITY_SET
+        and type(ts) is float and math.isfinite(ts)
+        and type(source) is str and source != ""
+    )
+
+
+def _update_error(index: int, update: object) -> CommandError:
+    """Explain why _update_is_valid refused `update`, naming the field."""
+    try:
+        _check_update(update)
+    except CommandError as exc:
+        return CommandError(f"updates[{index}]{exc.field}", exc.problem)
+    return CommandError(f"updates[{index}]", "is invalid")
+
+
 def _check_update(update: object) -> None:
     if type(update) is not PointUpdate:
         raise CommandError("", f"must be a PointUpdate, got {type(update).__name__}")
@@ -92,7 +115,7 @@ def _check_update(update: object) -> None:
 
 
 def _json_copy(field: str, value: object, depth: int = 0) -> object:
-    """Return a deep copy of `value`, which must be JSON data: dict (str keys), list, str, int, finite float, bool, None."""
+    """Return a deep copy of `value`, which must be JSON data (str keys, finite floats, no tuples)."""
     kind = type(value)
     if kind is dict or kind is list:
         if depth >= MAX_BODY_DEPTH:
@@ -108,7 +131,8 @@ def _json_copy(field: str, value: object, depth: int = 0) -> object:
     if kind is float and not math.isfinite(value):
         raise CommandError(field, f"must be a finite number (JSON has no {value!r})")
     if kind not in _SCALAR_TYPES:
-        raise CommandError(field, f"must be JSON data (dict, list, str, int, float, bool, None), got {kind.__name__}")
+        expected = "dict, list, str, int, float, bool or None"
+        raise CommandError(field, f"must be JSON data ({expected}), got {kind.__name__}")
     return value
 
 
@@ -123,25 +147,24 @@ class UpdatePoints:
         if type(self.updates) is not tuple or not self.updates:
             raise CommandError("updates", "must be a non-empty tuple of PointUpdate")
         for index, update in enumerate(self.updates):
-            try:
-                _check_update(update)
-            except CommandError as exc:
-                raise CommandError(f"updates[{index}]{exc.field}", exc.problem) from None
+            if not _update_is_valid(update):
+                raise _update_error(index, update)
         object.__setattr__(self, "ts", max(update.ts for update in self.updates))
 
     def __reduce__(self) -> tuple:
-        # On the wire the updates are plain tuples: pickling a NamedTuple costs ~1 us per update
-        # (a Python-level __getnewargs__ and __new__), more than validating or applying it.
-        return _unpickle_update_points, (tuple(map(tuple, self.updates)), self.ts)
+        # On the wire the updates are five columns of plain values: pickling NamedTuples costs
+        # ~1 us per update (Python-level __getnewargs__ and __new__), more than applying them, and
+        # rows would allocate a tuple per update on both ends, feeding the garbage collector.
+        return _unpickle_update_points, (tuple(zip(*self.updates)), self.ts)
 
 
 _new_point_update = partial(tuple.__new__, PointUpdate)
 
 
-def _unpickle_update_points(rows: tuple[tuple, ...], ts: float) -> UpdatePoints:
+def _unpickle_update_points(columns: tuple[tuple, ...], ts: float) -> UpdatePoints:
     """Rebuild a pickled UpdatePoints without validating again: it was validated where it was built."""
     cmd = object.__new__(UpdatePoints)
-    object.__setattr__(cmd, "updates", tuple(map(_new_point_update, rows)))
+    object.__setattr__(cmd, "updates", tuple(map(_new_point_update, zip(*columns))))
     object.__setattr__(cmd, "ts", ts)
     return cmd
 

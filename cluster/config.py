@@ -120,12 +120,14 @@ class ClusterSection(_Strict):
             raise ValueError("set exactly one of 'secret' or 'secret_file'")
         roles = sorted(node.role.value for node in self.nodes)
         if roles != ["backup", "main", "witness"]:
-            raise ValueError(f"need exactly one main, one backup and one witness node, got roles {roles}")
+            raise ValueError(f"cluster.nodes: need exactly one main, one backup and one witness node, got roles {roles}")
         for key in ("name", "raft", "api", "data_dir"):
             values = [str(getattr(node, key)) for node in self.nodes]
-            duplicates = sorted({v for v in values if values.count(v) > 1})
-            if duplicates:
-                raise ValueError(f"node {key} must be unique, repeated: {', '.join(duplicates)}")
+            for i, value in enumerate(values):
+                if values.index(value) < i:
+                    raise ValueError(
+                        f"cluster.nodes[{i}].{key} {value!r} repeats cluster.nodes[{values.index(value)}].{key}; node {key} must be unique"
+                    )
         return self
 
 
@@ -194,6 +196,8 @@ def load_config(path: str | Path) -> TandemConfig:
             secret = secret_path.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(f"{path}: cluster.secret_file: cannot read {secret_path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: cluster.secret_file: {secret_path} is not UTF-8 text") from None
         if len(secret) < 16:
             raise ConfigError(f"{path}: cluster.secret_file: {secret_path} holds fewer than 16 characters")
     return TandemConfig(cluster=section, path=path.resolve(), secret=secret)

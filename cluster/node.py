@@ -89,6 +89,7 @@ class ClusterNode:
             timers=self._timers,
             campaign_factor=self._timers.witness_election_factor if self.me.role is Role.WITNESS else 1.0,
             snapshot_entries=cluster.snapshot_entries,
+            first_campaign_delay=self._timers.election_max if self.me.role is Role.BACKUP else 0.0,  # main wins a cold start
             on_apply=self._apply,
             freeze=self._freeze,
             on_restore=self._restore,

@@ -75,6 +75,15 @@ def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: fl
         time.sleep(interval)
 
 
+def holds_for(condition: Callable[[], bool], seconds: float, what: str, interval: float = 0.05) -> None:
+    """Check `condition` continuously for `seconds`; raise AssertionError naming `what` the moment it fails."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if not condition():
+            raise AssertionError(f"{what} stopped holding")
+        time.sleep(interval)
+
+
 class NodeProcess:
     """One `tandem run` process with its log file."""
 

@@ -153,6 +153,7 @@ class RaftNode(SyncObj):
         timers: Timers,
         campaign_factor: float,
         snapshot_entries: int,
+        first_campaign_delay: float,
         on_apply: Callable[[Any], Any],
         freeze: Callable[[], Encoder],
         on_restore: Callable[[bytes], None],
@@ -208,6 +209,7 @@ class RaftNode(SyncObj):
         with _journal_factory(self._journal):
             super().__init__(address, peers, conf, transportClass=_StampingTransport)
         self._nodes = {node.id: node for node in self.otherNodes}
+        self._SyncObj__raftElectionDeadline += first_campaign_delay
         try:
             self.waitBinded()
         except SyncObjException:

@@ -37,9 +37,12 @@ def scenario() -> list:
     return [
         Activate("main", 1, 10.0),
         batch(*(update(f"zone-{i}/temp", 20.0 + i, "good", 11.0, f"modbus:dev-{i % 3}") for i in range(50))),
-        batch(update("zone-1/alarm", True, "uncertain", 12.0, "bacnet:1001"), update("zone-2/mode", "auto", ts=12.0)),
+        batch(
+            update("zone-1/alarm", True, "uncertain", 12.0, "bacnet:1001"),
+            update("zone-2/mode", "auto", ts=12.0),
+        ),
         WritePoint("zone-1/setpoint", 22.0, "alice", 13.0),
-        PutDocument("devices", "ahu-1", {"host": "10.0.0.5", "port": 502, "tags": ["a", {"b": None}]}, "bob", 14.0),
+        PutDocument("devices", "ahu-1", {"host": "10.0.0.5", "tags": ["a", {"b": None}]}, "bob", 14.0),
         PutDocument("devices", "ahu-1", {"host": "10.0.0.6"}, "bob", 15.0, expected_version=7),
         PutDocument("alarms", "high-temp", {"limit": 30.5}, "bob", 16.0),
         DeleteDocument("alarms", "high-temp", "bob", 17.0, expected_version=1),
@@ -75,11 +78,17 @@ def test_update_points_sets_every_point_and_last_write_wins():
     assert (image.last_ts, image.applied) == (7.0, 1)
 
 
+def test_point_update_is_a_name_plus_a_point_value():
+    assert PointUpdate._fields == ("name", *PointValue._fields)
+
+
 def test_update_points_survives_the_wire_as_typed_updates():
     cmd = batch(update("a", 1.5, ts=5.0), update("b", None, "comm-failure", 6.0))
 
-    copy = pickle.loads(pickle.dumps(cmd))
+    wire = pickle.dumps(cmd)
+    copy = pickle.loads(wire)
 
+    assert b"PointUpdate" not in wire  # plain columns on the wire, typed updates again on arrival
     assert copy == cmd
     assert all(type(u) is PointUpdate for u in copy.updates)
     image = ProcessImage()
@@ -229,7 +238,7 @@ def test_unknown_command_raises_and_changes_nothing():
         (lambda: PutDocument("devices", "x", {"a": (1, 2)}, "bob", 1.0), "body['a']", "got tuple"),
         (lambda: PutDocument("devices", "x", {"a": {1: "b"}}, "bob", 1.0), "body['a']", "str keys"),
         (lambda: PutDocument("devices", "x", {"a": float("inf")}, "bob", 1.0), "body['a']", "finite"),
-        (lambda: PutDocument("devices", "x", {}, "bob", 1.0, expected_version=-1), "expected_version", "non-neg"),
+        (lambda: DeleteDocument("logic", "x", "bob", 1.0, expected_version=-1), "expected_version", "non-neg"),
         (lambda: DeleteDocument("logic", "x", "", 1.0), "user", "must not be empty"),
         (lambda: DeleteDocument("logic", "x", "bob", float("nan")), "ts", "finite float"),
         (lambda: Activate("main", -1, 1.0), "term", "non-negative int"),
@@ -280,7 +289,7 @@ def test_scenario_outcome():
 
     assert [type(r).__name__ if isinstance(r, Rejected) else r for r in results] == [
         None, None, None, None, 1, "Rejected", 1, None, "Rejected", None, "Rejected", None,
-    ]  # fmt: skip
+    ]
     assert image.activation == Activation("backup", 2, 19.0)
     assert image.points["zone-1/temp"] == PointValue(None, "comm-failure", 21.0, "modbus:dev-1")
     assert (image.last_ts, image.applied, len(image.points)) == (21.0, 12, 53)

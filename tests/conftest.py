@@ -1,0 +1,56 @@
+"""Shared fixtures: real three-process clusters on loopback, with their logs kept as test artifacts."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cluster.cli import call_api
+from cluster.processes import LocalCluster, wait_for, write_config
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
+
+@pytest.fixture
+def make_cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., LocalCluster]]:
+    """Factory: `make_cluster(failback=..., cluster={...}, timers={...})` -> a started LocalCluster."""
+    clusters: list[LocalCluster] = []
+
+    def make(start: bool = True, **options: Any) -> LocalCluster:
+        cluster = LocalCluster(write_config(tmp_path / f"cluster{len(clusters)}", **options))
+        clusters.append(cluster)
+        if start:
+            cluster.start()
+        return cluster
+
+    yield make
+    for cluster in clusters:
+        cluster.stop()
+    target = ARTIFACTS / request.node.name
+    shutil.rmtree(target, ignore_errors=True)
+    for log in tmp_path.glob("cluster*/*.log"):
+        (target / log.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(log, target / log.parent.name / log.name)
+
+
+def put(cluster: LocalCluster, point: str, value: Any) -> str:
+    """Write a point through the active server, retrying while the active role moves; returns who took it."""
+
+    def attempt() -> str | None:
+        active = cluster.active()
+        if active is None:
+            return None
+        code, _ = call_api(cluster.config, cluster[active].spec.api, "PUT", f"/api/v1/points/{point}", {"value": value})
+        return active if code == 200 else None
+
+    return wait_for(attempt, 10, f"an active server to accept {point}")
+
+
+def get(cluster: LocalCluster, node: str, point: str) -> Any:
+    code, answer = call_api(cluster.config, cluster[node].spec.api, "GET", f"/api/v1/points/{point}")
+    assert code == 200, f"{node}: GET {point} -> {code} {answer}"
+    return answer["value"]

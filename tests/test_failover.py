@@ -1,0 +1,116 @@
+"""Failover, fail-back, pause and restart behaviour of three real node processes on loopback."""
+
+from __future__ import annotations
+
+import signal
+
+from cluster.guard import read_acts
+from cluster.processes import holds_for, wait_for
+from conftest import get, put
+
+POINTS = [f"hall.t{i}" for i in range(30)]
+
+
+def write_points(cluster, tag: str = "v") -> dict[str, str]:
+    values = {name: f"{tag}-{i}" for i, name in enumerate(POINTS)}
+    for name, value in values.items():
+        put(cluster, name, value)
+    return values
+
+
+def assert_points(cluster, node: str, values: dict[str, str]) -> None:
+    assert {name: get(cluster, node, name) for name in values} == values
+
+
+def caught_up(cluster, node: str, leader: str) -> bool:
+    views = cluster.views()
+    mine, theirs = views[node], views[leader]
+    return bool(mine and theirs and mine["applied_index"] >= theirs["commit_index"])
+
+
+def test_kill_main_backup_takes_over_then_main_fails_back(make_cluster):
+    cluster = make_cluster()
+    assert cluster.wait_active(name="main") == "main"
+    values = write_points(cluster)
+    cluster["main"].kill()
+    assert cluster.wait_active(5) == "backup"
+    assert_points(cluster, "backup", values)
+    more = write_points(cluster, "after-failover")
+    cluster["main"].start()
+    assert cluster.wait_active(15, "main") == "main"
+    assert_points(cluster, "main", more)
+
+
+def test_manual_failback_keeps_backup_active(make_cluster):
+    cluster = make_cluster(failback="manual", cluster={"failback_holdoff": 1.0})
+    assert cluster.wait_active(name="main") == "main"
+    values = write_points(cluster)
+    cluster["main"].kill()
+    assert cluster.wait_active(5) == "backup"
+    cluster["main"].start()
+    wait_for(lambda: caught_up(cluster, "main", "backup"), 15, "main to catch up")
+    holds_for(lambda: cluster.active() == "backup", 3.0, "backup staying active with failback=manual")
+    assert_points(cluster, "main", values)
+
+
+def test_witness_never_becomes_active_and_a_returning_server_takes_over(make_cluster):
+    cluster = make_cluster()
+    assert cluster.wait_active(name="main") == "main"
+    values = write_points(cluster)
+    cluster["main"].kill()
+    assert cluster.wait_active(5) == "backup"
+    cluster["backup"].kill()
+    holds_for(
+        lambda: cluster.active() is None and cluster["witness"].view()["role"] == "witness",
+        3.0,
+        "no active and the witness not active",
+    )
+    cluster["backup"].start()
+    assert cluster.wait_active(10) == "backup"
+    assert_points(cluster, "backup", values)
+
+
+def test_paused_active_never_acts_after_the_new_activation(make_cluster):
+    cluster = make_cluster(timers={"lifesign_interval": 0.01})
+    assert cluster.wait_active(name="main") == "main"
+    cluster["main"].signal(signal.SIGSTOP)
+    assert cluster.wait_active(5) == "backup"
+    backup_term = cluster["backup"].view()["term"]
+    cluster["main"].signal(signal.SIGCONT)
+    wait_for(lambda: (cluster["main"].view() or {}).get("term") == backup_term, 5, "main to learn the new term")
+    assert cluster.active() == "backup"
+    main_acts = read_acts(cluster["main"].spec.data_dir / "acts.log")
+    backup_acts = [a for a in read_acts(cluster["backup"].spec.data_dir / "acts.log") if a["term"] == backup_term]
+    assert main_acts and backup_acts
+    assert max(a["wall"] for a in main_acts) < min(a["wall"] for a in backup_acts)
+
+
+def test_main_restarting_repeatedly_moves_nothing(make_cluster):
+    cluster = make_cluster(failback="manual")
+    assert cluster.wait_active(name="main") == "main"
+    cluster["main"].kill()
+    assert cluster.wait_active(5) == "backup"
+    term = cluster["backup"].view()["term"]
+    for _ in range(5):
+        cluster["main"].start()
+        wait_for(lambda: caught_up(cluster, "main", "backup"), 15, "main to rejoin")
+        cluster["main"].kill()
+        assert cluster.active() == "backup"
+    cluster["main"].start()
+    wait_for(lambda: caught_up(cluster, "main", "backup"), 15, "main to rejoin")
+    holds_for(lambda: cluster.active() == "backup", 1.0, "backup staying active")
+    assert {name: (view or {}).get("term") for name, view in cluster.views().items()} == dict.fromkeys(cluster.nodes, term)
+
+
+def test_kill_all_three_and_restart_keeps_state(make_cluster):
+    cluster = make_cluster()
+    cluster.wait_active()
+    values = write_points(cluster)
+    for node in cluster.nodes.values():
+        node.kill()
+    cluster.start()
+    active = cluster.wait_active(15)
+    assert_points(cluster, active, values)
+    for name in ("main", "backup"):
+        wait_for(lambda: caught_up(cluster, name, active), 10, f"{name} to apply everything")
+        assert_points(cluster, name, values)
