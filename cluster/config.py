@@ -122,11 +122,16 @@ class ClusterSection(_Strict):
         if roles != ["backup", "main", "witness"]:
             raise ValueError(f"cluster.nodes: need exactly one main, one backup and one witness node, got roles {roles}")
         for key in ("name", "raft", "api", "data_dir"):
-            values = [str(getattr(node, key)) for node in self.nodes]
+            # data_dir only clashes between nodes on the same host (same path on three machines is normal)
+            values = [
+                (node.raft.rpartition(":")[0] if key == "data_dir" else "", str(getattr(node, key))) for node in self.nodes
+            ]
             for i, value in enumerate(values):
                 if values.index(value) < i:
+                    where = " on the same host" if key == "data_dir" else ""
                     raise ValueError(
-                        f"cluster.nodes[{i}].{key} {value!r} repeats cluster.nodes[{values.index(value)}].{key}; node {key} must be unique"
+                        f"cluster.nodes[{i}].{key} {value[1]!r} repeats cluster.nodes[{values.index(value)}].{key}{where};"
+                        f" node {key} must be unique{where}"
                     )
         return self
 

@@ -205,6 +205,12 @@ INVALID = [
     pytest.param(_set("nodes", 1, "name", value="main"), "cluster.nodes[1].name", "'main' repeats cluster.nodes[0].name", id="duplicate-names"),
     pytest.param(_set("nodes", 1, "raft", value="127.0.0.1:7101"), "cluster.nodes[1].raft", "'127.0.0.1:7101' repeats cluster.nodes[0].raft", id="duplicate-raft"),
     pytest.param(_set("nodes", 2, "api", value="127.0.0.1:8102"), "cluster.nodes[2].api", "'127.0.0.1:8102' repeats cluster.nodes[1].api", id="duplicate-api"),
+    pytest.param(
+        _set("nodes", 1, "data_dir", value="var/main"),
+        "cluster.nodes[1].data_dir",
+        "'var/main' repeats cluster.nodes[0].data_dir on the same host",
+        id="duplicate-data-dir-on-one-host",
+    ),
     pytest.param(_set("nodes", 1, "raft", value="localhost"), "cluster.nodes[1].raft", "expected 'host:port', got 'localhost'", id="address-without-port"),
     pytest.param(_set("nodes", 1, "raft", value="1.2.3.4:99999"), "cluster.nodes[1].raft", "from 1 to 65535, got '99999'", id="port-out-of-range"),
     pytest.param(_set("nodes", 1, "raft", value="host:port"), "cluster.nodes[1].raft", "from 1 to 65535, got 'port'", id="port-not-a-number"),
@@ -273,3 +279,13 @@ def test_bad_secret_file_content(tmp_path: Path, content: bytes, says: str) -> N
     assert "cluster.secret_file" in message
     assert str(tmp_path / "secret.txt") in message
     assert says in message
+
+
+def test_same_data_dir_on_different_hosts_is_fine(tmp_path: Path) -> None:
+    document = valid_document()
+    for i, node in enumerate(document["cluster"]["nodes"]):
+        node["raft"] = f"10.0.0.{i + 1}:7000"
+        node["api"] = f"10.0.0.{i + 1}:8000"
+        node["data_dir"] = "/var/lib/tandem"
+    config = load_config(write(tmp_path, document))
+    assert {str(node.data_dir) for node in config.cluster.nodes} == {"/var/lib/tandem"}
