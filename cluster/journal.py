@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -10,6 +9,8 @@ import struct
 import zlib
 from pathlib import Path
 from typing import Any
+
+from .durable import atomic_write, write_all
 
 logger = logging.getLogger(__name__)
 
@@ -64,19 +65,6 @@ def _valid_record_after(data: bytes, offset: int) -> bool:
             continue
         return True
     return False
-
-
-def _write_all(fd: int, data: bytes, path: Path) -> None:
-    if os.write(fd, data) != len(data):
-        raise OSError(errno.ENOSPC, "short write", str(path))
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class DurableJournal:
@@ -185,7 +173,7 @@ class DurableJournal:
 
     def _append(self, record: bytes) -> None:
         try:
-            _write_all(self._fd, record, self._path)
+            write_all(self._fd, record, self._path)
         except OSError:
             os.ftruncate(self._fd, self._end)  # never leave half a record behind a later one
             raise
@@ -193,17 +181,7 @@ class DurableJournal:
     def _rewrite(self, entries: list[Entry]) -> None:
         """Atomically replace the file with a header and these entries."""
         records = [_encode(*entry) for entry in entries]
-        tmp = self._path.with_name(self._path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            _write_all(fd, b"".join([HEADER.pack(MAGIC, FORMAT_VERSION), *records]), tmp)
-            if self._fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self._path)
-        if self._fsync:
-            _fsync_dir(self._path.parent)
+        atomic_write(self._path, b"".join([HEADER.pack(MAGIC, FORMAT_VERSION), *records]), self._fsync)
         if self._fd >= 0:
             os.close(self._fd)
         self._fd = os.open(self._path, os.O_RDWR | os.O_APPEND)
@@ -287,15 +265,5 @@ class DurableJournal:
             "votedForNodeId": self._voted_for,
             "raftCommitIndex": self._commit_index,
         }
-        tmp = self._meta_path.with_name(self._meta_path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            _write_all(fd, json.dumps(meta).encode(), tmp)
-            if self._fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self._meta_path)
-        if self._fsync:
-            _fsync_dir(self._meta_path.parent)
+        atomic_write(self._meta_path, json.dumps(meta).encode(), self._fsync)
         self._meta_dirty = False

@@ -19,6 +19,7 @@ from pysyncobj.monotonic import monotonic as raft_clock  # CLOCK_MONOTONIC_RAW: 
 from pysyncobj.transport import TCPTransport
 
 from .config import Timers
+from .durable import atomic_write, fsync_dir
 from .journal import DurableJournal
 
 logger = logging.getLogger(__name__)
@@ -52,14 +53,6 @@ _FAIL_TEXT = {
 }
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class _SnapshotWriter:
     """Writes a snapshot in a background thread; pysyncobj polls `check` for the outcome."""
 
@@ -75,17 +68,9 @@ class _SnapshotWriter:
 
     def _run(self, produce: Callable[[], bytes]) -> None:
         started = time.monotonic()
-        tmp = self._path.with_suffix(".writing")
         try:
             data = produce()
-            with open(tmp, "wb") as f:
-                f.write(data)
-                if self._fsync:
-                    f.flush()
-                    os.fsync(f.fileno())
-            os.replace(tmp, self._path)
-            if self._fsync:
-                fsync_dir(self._path.parent)
+            atomic_write(self._path, data, self._fsync, tmp_suffix=".writing")  # pysyncobj itself renames ".tmp"
         except Exception:
             logger.exception("writing snapshot %s failed", self._path)
             self._state = SERIALIZER_STATE.FAILED

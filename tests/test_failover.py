@@ -28,13 +28,19 @@ def caught_up(cluster, node: str, leader: str) -> bool:
     return bool(mine and theirs and mine["applied_index"] >= theirs["commit_index"])
 
 
-def test_kill_main_backup_takes_over_then_main_fails_back(make_cluster):
-    cluster = make_cluster()
+def fail_over_with_points(cluster) -> dict[str, str]:
+    """Main active, points written, main SIGKILLed, backup active with every committed point."""
     assert cluster.wait_active(name="main") == "main"
     values = write_points(cluster)
     cluster["main"].kill()
     assert cluster.wait_active(5) == "backup"
     assert_points(cluster, "backup", values)
+    return values
+
+
+def test_kill_main_backup_takes_over_then_main_fails_back(make_cluster):
+    cluster = make_cluster()
+    fail_over_with_points(cluster)
     more = write_points(cluster, "after-failover")
     cluster["main"].start()
     assert cluster.wait_active(15, "main") == "main"
@@ -43,10 +49,7 @@ def test_kill_main_backup_takes_over_then_main_fails_back(make_cluster):
 
 def test_manual_failback_keeps_backup_active(make_cluster):
     cluster = make_cluster(failback="manual", cluster={"failback_holdoff": 1.0})
-    assert cluster.wait_active(name="main") == "main"
-    values = write_points(cluster)
-    cluster["main"].kill()
-    assert cluster.wait_active(5) == "backup"
+    values = fail_over_with_points(cluster)
     cluster["main"].start()
     wait_for(lambda: caught_up(cluster, "main", "backup"), 15, "main to catch up")
     holds_for(lambda: cluster.active() == "backup", 3.0, "backup staying active with failback=manual")
@@ -55,10 +58,7 @@ def test_manual_failback_keeps_backup_active(make_cluster):
 
 def test_witness_never_becomes_active_and_a_returning_server_takes_over(make_cluster):
     cluster = make_cluster()
-    assert cluster.wait_active(name="main") == "main"
-    values = write_points(cluster)
-    cluster["main"].kill()
-    assert cluster.wait_active(5) == "backup"
+    values = fail_over_with_points(cluster)
     cluster["backup"].kill()
     holds_for(
         lambda: cluster.active() is None and cluster["witness"].view()["role"] == "witness",
