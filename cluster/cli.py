@@ -84,7 +84,7 @@ def cmd_status(config: TandemConfig, args: argparse.Namespace) -> int:
         print(json.dumps(status, indent=2))
     else:
         table = Table(title=f"cluster {status['cluster']}: active = {status['active'] or 'NONE'}")
-        for column in ("node", "role", "reachable", "term", "commit", "applied", "lag", "lag s", "last contact s"):
+        for column in ("node", "role", "up", "term", "commit", "applied", "lag", "lag s", "contact s"):
             table.add_column(column)
         for node in status["nodes"]:
             contact = node["last_contact"]
