@@ -81,29 +81,6 @@ def _check_version(field: str, value: object) -> None:
         raise CommandError(field, f"must be None or a non-negative int, got {value!r}")
 
 
-def _update_is_valid(update: object) -> bool:
-    """The rules of _check_update in one expression: the fast path for thousands of updates a batch."""
-    if type(update) is not PointUpdate:
-        return False
-    name, value, quality, ts, source = update
-    return (
-        type(name) is str and 0 < len(name) <= MAX_NAME_LENGTH and name.isprintable() and " " not in name
-        and type(value) in _SCALAR_TYPES and (type(value) is not float or math.isfinite(value))
-        and type(quality) is str and quality in _QUALITY_SET
-        and type(ts) is float and math.isfinite(ts)
-        and type(source) is str and source != ""
-    )
-
-
-def _update_error(index: int, update: object) -> CommandError:
-    """Explain why _update_is_valid refused `update`, naming the field."""
-    try:
-        _check_update(update)
-    except CommandError as exc:
-        return CommandError(f"updates[{index}]{exc.field}", exc.problem)
-    return CommandError(f"updates[{index}]", "is invalid")
-
-
 def _check_update(update: object) -> None:
     if type(update) is not PointUpdate:
         raise CommandError("", f"must be a PointUpdate, got {type(update).__name__}")
@@ -147,8 +124,10 @@ class UpdatePoints:
         if type(self.updates) is not tuple or not self.updates:
             raise CommandError("updates", "must be a non-empty tuple of PointUpdate")
         for index, update in enumerate(self.updates):
-            if not _update_is_valid(update):
-                raise _update_error(index, update)
+            try:
+                _check_update(update)
+            except CommandError as exc:
+                raise CommandError(f"updates[{index}]{exc.field}", exc.problem) from None
         object.__setattr__(self, "ts", max(update.ts for update in self.updates))
 
     def __reduce__(self) -> tuple:
