@@ -54,4 +54,3 @@ class NetnsHosts:
 
     def heal(self, host: str) -> None:
         ip("link", "set", self.cable[host], "up")
-        ip("link", "set", self.cable[host], "master", self.bridge)
