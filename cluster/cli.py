@@ -7,10 +7,13 @@ import json
 import os
 import sys
 import time
+import tomllib
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
+import tomli_w
 from rich.console import Console
 from rich.table import Table
 
@@ -96,7 +99,13 @@ def cmd_status(config: TandemConfig, args: argparse.Namespace) -> int:
                 f"{node['lag_seconds']:.3f}" if node["lag_seconds"] is not None else "-",
                 f"{contact:.3f}" if contact is not None else "-",
             )
-        Console().print(table)
+        console = Console()
+        console.print(table)
+        for node in status["nodes"]:
+            for problem in node["plugin_problems"]:
+                console.print(f"{node['name']}: plugin {problem['plugin']} failed at {problem['stage']}: {problem['error']}", markup=False)
+            if node["blocked"]:
+                console.print(f"{node['name']}: {node['blocked']}", markup=False)
     return 0 if status["active"] else 1
 
 
@@ -158,6 +167,32 @@ def _measure_gap(config: TandemConfig, api: str, term: int, last_act: float | No
     return None
 
 
+def cmd_config(config: TandemConfig, args: argparse.Namespace) -> int:
+    if args.action == "export":
+        code, answer = _any_node(config, "GET", "/api/v1/config", servers_only=True)
+        _fail_on_error(code, answer)
+        print(tomli_w.dumps(answer), end="")
+        return 0
+    if args.file is None:
+        raise CliError("config apply needs the building FILE.toml to apply", code=2)
+    try:
+        building = tomllib.loads(Path(args.file).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CliError(f"{args.file}: file not found", code=2) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"{args.file}: cannot read: {exc}", code=2) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CliError(f"{args.file}: not valid TOML: {exc}", code=2) from None
+    code, answer = _through_active(config, "POST", "/api/v1/config", building)
+    if code == 400 and isinstance(answer, dict):
+        problems = answer.get("problems") or [answer.get("error", "refused")]
+        raise CliError("\n".join(f"{args.file}: {problem}" for problem in problems), code=2)
+    _fail_on_error(code, answer)
+    changed = answer["changed"]
+    print(f"{args.file}: {changed} document(s) changed" if changed else f"{args.file}: already applied, nothing changed")
+    return 0
+
+
 def cmd_token(config: TandemConfig, args: argparse.Namespace) -> int:
     print(config.api_token)
     return 0
@@ -186,6 +221,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, Any]:
     transfer = add("transfer", cmd_transfer, "move the active role to another server on purpose")
     transfer.add_argument("--to", required=True, metavar="NODE")
     transfer.add_argument("--timeout", type=float, help="seconds to wait for the target (default: cluster.transfer_timeout)")
+    building = add("config", cmd_config, "apply a building configuration (devices, points) or export the current one")
+    building.add_argument("action", choices=["apply", "export"])
+    building.add_argument("file", nargs="?", metavar="FILE.toml", help="for apply: the building configuration")
     add("token", cmd_token, "print the API bearer token for scripts")
     return parser, add
 

@@ -205,6 +205,26 @@ class DeleteDocument:
 
 
 @dataclass(frozen=True, slots=True)
+class ApplyDocuments:
+    """Document puts and deletes committed as one: all apply, or none does (the first conflict is the result)."""
+
+    changes: tuple[PutDocument | DeleteDocument, ...]
+    ts: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        if type(self.changes) is not tuple or not self.changes:
+            raise CommandError("changes", "must be a non-empty tuple of PutDocument or DeleteDocument")
+        seen: set[tuple[str, str]] = set()
+        for index, change in enumerate(self.changes):
+            if type(change) not in (PutDocument, DeleteDocument):
+                raise CommandError(f"changes[{index}]", f"must be a PutDocument or DeleteDocument, got {type(change).__name__}")
+            if (change.kind, change.name) in seen:
+                raise CommandError(f"changes[{index}]", f"changes {change.kind}/{change.name} a second time")
+            seen.add((change.kind, change.name))
+        object.__setattr__(self, "ts", max(change.ts for change in self.changes))
+
+
+@dataclass(frozen=True, slots=True)
 class Activate:
     """The activation record: `node` became active in Raft term `term`."""
 
@@ -219,4 +239,4 @@ class Activate:
         _check_ts("ts", self.ts)
 
 
-Command: TypeAlias = UpdatePoints | WritePoint | PutDocument | DeleteDocument | Activate
+Command: TypeAlias = UpdatePoints | WritePoint | PutDocument | DeleteDocument | ApplyDocuments | Activate

@@ -111,6 +111,7 @@ class ClusterSection(_Strict):
     transfer_timeout: Seconds = 3.0
     fsync: bool = True
     snapshot_entries: Annotated[int, Field(ge=100)] = 20_000
+    plugins: list[Name] | None = None  # the plugin set every server must load; None: all built-in plugins
     timers: Timers = Timers()
     nodes: list[NodeConfig]
 

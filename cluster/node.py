@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from .commands import Activate, Command
+from .commands import Activate, Command, UpdatePoints
 from .config import NodeConfig, Role, TandemConfig
 from .guard import ActGuard, NotActive
 from .raft import Encoder, ProposalFailed, RaftNode
@@ -21,6 +21,7 @@ from .state import ProcessImage, Rejected
 logger = logging.getLogger(__name__)
 
 CAUGHT_UP_SLACK = 100  # entries a follower may trail the leader's log and still count as caught up
+LAG_WINDOW = 10_000  # point batches over which the apply lag percentiles are reported
 
 
 class RoleEvent(NamedTuple):
@@ -61,6 +62,7 @@ class ClusterNode:
         self.name = name
         self.image = ProcessImage()
         self.role_history: deque[RoleEvent] = deque(maxlen=100)
+        self._apply_lags: deque[float] = deque(maxlen=LAG_WINDOW)
         self._timers = config.cluster.timers
         self._names = {node.raft: node.name for node in config.cluster.nodes}
         self._change_subscribers: list[Callable[[Change], None]] = []
@@ -74,6 +76,8 @@ class ClusterNode:
         self._transfer: _Transfer | None = None
         self._pending_transfer: _Transfer | None = None
         self.guard = ActGuard(name, self._permit, self._timers.act_margin, self.me.data_dir / "acts.log")
+        self.blocked: str | None = None  # why this server may not become active (e.g. a required plugin failed)
+        self._status_extras: dict[str, Callable[[], Any]] = {}
         self._raft: RaftNode | None = None
 
     # ---- lifecycle ----
@@ -116,6 +120,10 @@ class ClusterNode:
     def on_role(self, callback: Callable[[RoleEvent], None]) -> Callable[[], None]:
         self._role_subscribers.append(callback)
         return lambda: self._role_subscribers.remove(callback)
+
+    def add_status(self, key: str, provider: Callable[[], Any]) -> None:
+        """Add `key: provider()` to this node's status (/api/v1/node), e.g. the plugin host's view."""
+        self._status_extras[key] = provider
 
     # ---- roles ----
 
@@ -253,7 +261,7 @@ class ClusterNode:
             self._begin_transfer(transfer)
         if self._transfer is not None:
             self._drive_transfer(now)
-        if self.me.role is Role.WITNESS:
+        if self.me.role is Role.WITNESS or self.blocked is not None:
             if raft.is_leader and self._transfer is None:
                 self._hand_off(now)
             return
@@ -293,8 +301,8 @@ class ClusterNode:
         )
 
     def _hand_off(self, now: float) -> None:
-        """The witness won an election: pass leadership at once to the best caught-up server."""
-        servers = [n for n in self.config.cluster.nodes if n.is_server and self.raft.connected(n.raft)]
+        """The witness (or a blocked server) won an election: pass leadership at once to the best caught-up server."""
+        servers = [n for n in self.config.cluster.nodes if n.is_server and n.name != self.name and self.raft.connected(n.raft)]
         if not servers:
             return
         best = max(servers, key=lambda n: (self.raft.match_index(n.raft) or 0, n.role is Role.MAIN))
@@ -328,6 +336,8 @@ class ClusterNode:
 
     def _apply(self, command: Command) -> object:
         result = self.image.apply(command)
+        if type(command) is UpdatePoints:
+            self._apply_lags.append(time.time() - command.ts)  # newest sample's stamp -> applied here
         if isinstance(command, Activate) and command.node == self.name and not isinstance(result, Rejected):
             self._activated_term = command.term
         self._notify(Change(command, result))
@@ -382,8 +392,24 @@ class ClusterNode:
             "acts": {"term": self.guard.term, "first": self.guard.first_act, "last": self.guard.last_act},
             "transfer": None if self._transfer is None else self._transfer.target.name,
             "points": len(self.image.points),
+            "apply_lag": _percentiles(self._apply_lags),
+            "blocked": self.blocked,
+            **{key: provider() for key, provider in self._status_extras.items()},
             "peers": peers,
         }
+
+
+def _percentiles(samples: deque[float]) -> dict[str, float | int | None]:
+    """Median, p99 and max of the seconds from a point batch's newest sample to its apply on this node."""
+    ordered = sorted(samples)
+    if not ordered:
+        return {"batches": 0, "p50": None, "p99": None, "max": None}
+    return {
+        "batches": len(ordered),
+        "p50": ordered[len(ordered) // 2],
+        "p99": ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)],
+        "max": ordered[-1],
+    }
 
 
 def _log_outcome(future: concurrent.futures.Future) -> None:

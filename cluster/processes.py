@@ -87,18 +87,21 @@ def holds_for(condition: Callable[[], bool], seconds: float, what: str, interval
 class NodeProcess:
     """One `tandem run` process with its log file."""
 
-    def __init__(self, config: TandemConfig, name: str, log_dir: Path, prefix: list[str] | None = None) -> None:
+    def __init__(
+        self, config: TandemConfig, name: str, log_dir: Path, prefix: list[str] | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.config = config
         self.name = name
         self.spec = config.node(name)
         self.log_path = log_dir / f"{name}.log"
         self._prefix = prefix or []
+        self._env = None if env is None else {**os.environ, **env}
         self.popen: subprocess.Popen | None = None
 
     def start(self) -> None:
         command = [*self._prefix, sys.executable, "-m", "webmanager.main", "run", "--config", str(self.config.path), "--node", self.name]
         log = open(self.log_path, "ab")
-        self.popen = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.popen = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=self._env)
         log.close()
 
     @property
@@ -143,10 +146,14 @@ class NodeProcess:
 class LocalCluster:
     """Main, backup and witness as separate processes for one configuration file."""
 
-    def __init__(self, config_path: Path, prefixes: dict[str, list[str]] | None = None) -> None:
+    def __init__(
+        self, config_path: Path, prefixes: dict[str, list[str]] | None = None, envs: dict[str, dict[str, str]] | None = None
+    ) -> None:
         self.config = load_config(config_path)
         log_dir = config_path.parent
-        self.nodes = {name: NodeProcess(self.config, name, log_dir, (prefixes or {}).get(name)) for name in NODE_NAMES}
+        self.nodes = {
+            name: NodeProcess(self.config, name, log_dir, (prefixes or {}).get(name), (envs or {}).get(name)) for name in NODE_NAMES
+        }
 
     def __getitem__(self, name: str) -> NodeProcess:
         return self.nodes[name]

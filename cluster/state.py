@@ -3,15 +3,16 @@
 import collections
 import io
 import pickle
+from collections.abc import Callable
 from functools import partial
 from operator import itemgetter
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from cluster.commands import (
     DOCUMENT_KINDS,
     QUALITIES,
     Activate,
+    ApplyDocuments,
     Command,
     DeleteDocument,
     PutDocument,
@@ -128,26 +129,41 @@ class ProcessImage:
         self.points[cmd.name] = PointValue(cmd.value, "good", cmd.ts, f"user:{cmd.user}")
         self._audit(cmd.ts, cmd.user, "write", cmd.name, repr(cmd.value))
 
-    def _put_document(self, cmd: PutDocument) -> int | Rejected:
-        docs = self.documents[cmd.kind]
-        current = docs.get(cmd.name)
+    def _refusal(self, cmd: PutDocument | DeleteDocument) -> Rejected | None:
+        """Why a document change cannot apply now, or None."""
+        current = self.documents[cmd.kind].get(cmd.name)
+        if current is None and type(cmd) is DeleteDocument:
+            return Rejected(f"not found: {cmd.kind}/{cmd.name}")
         version = current.version if current else 0
         if cmd.expected_version is not None and cmd.expected_version != version:
             return _conflict(cmd.kind, cmd.name, version, cmd.expected_version)
-        docs[cmd.name] = Document(version + 1, cmd.body, cmd.user, cmd.ts)
-        self._audit(cmd.ts, cmd.user, "put", f"{cmd.kind}/{cmd.name}", f"version {version + 1}")
-        return version + 1
+        return None
 
-    def _delete_document(self, cmd: DeleteDocument) -> Rejected | None:
+    def _put_document(self, cmd: PutDocument) -> int | Rejected:
+        refusal = self._refusal(cmd)
+        if refusal is not None:
+            return refusal
         docs = self.documents[cmd.kind]
         current = docs.get(cmd.name)
-        if current is None:
-            return Rejected(f"not found: {cmd.kind}/{cmd.name}")
-        if cmd.expected_version is not None and cmd.expected_version != current.version:
-            return _conflict(cmd.kind, cmd.name, current.version, cmd.expected_version)
-        del docs[cmd.name]
+        version = current.version + 1 if current else 1
+        docs[cmd.name] = Document(version, cmd.body, cmd.user, cmd.ts)
+        self._audit(cmd.ts, cmd.user, "put", f"{cmd.kind}/{cmd.name}", f"version {version}")
+        return version
+
+    def _delete_document(self, cmd: DeleteDocument) -> Rejected | None:
+        refusal = self._refusal(cmd)
+        if refusal is not None:
+            return refusal
+        current = self.documents[cmd.kind].pop(cmd.name)
         self._audit(cmd.ts, cmd.user, "delete", f"{cmd.kind}/{cmd.name}", f"version {current.version}")
         return None
+
+    def _apply_documents(self, cmd: ApplyDocuments) -> tuple[int | None, ...] | Rejected:
+        for change in cmd.changes:  # each (kind, name) appears once, so checking up front is exact
+            refusal = self._refusal(change)
+            if refusal is not None:
+                return refusal
+        return tuple(_HANDLERS[type(change)](self, change) for change in cmd.changes)
 
     def _activate(self, cmd: Activate) -> Rejected | None:
         if self.activation is not None and self.activation.term > cmd.term:
@@ -250,5 +266,6 @@ _HANDLERS: dict[type, Callable[[ProcessImage, Any], object]] = {
     WritePoint: ProcessImage._write_point,
     PutDocument: ProcessImage._put_document,
     DeleteDocument: ProcessImage._delete_document,
+    ApplyDocuments: ProcessImage._apply_documents,
     Activate: ProcessImage._activate,
 }

@@ -32,6 +32,8 @@ def compose_status(config: TandemConfig, views: dict[str, dict[str, Any] | None]
                     "lag_entries": None,
                     "lag_seconds": None,
                     "last_contact": seen_by_leader["ack_age"] if seen_by_leader else None,
+                    "blocked": None,
+                    "plugin_problems": [],
                 }
             )
             continue
@@ -55,6 +57,8 @@ def compose_status(config: TandemConfig, views: dict[str, dict[str, Any] | None]
                 "lag_entries": lag,
                 "lag_seconds": max(0.0, newest - view["last_ts"]) if lag else 0.0,
                 "last_contact": contact,
+                "blocked": view.get("blocked"),
+                "plugin_problems": (view.get("plugins") or {}).get("problems", []),
             }
         )
     active = [node["name"] for node in nodes if node["role"] == "active"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,11 +19,11 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 @pytest.fixture
 def make_cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., LocalCluster]]:
-    """Factory: `make_cluster(failback=..., cluster={...}, timers={...})` -> a started LocalCluster."""
+    """Factory: `make_cluster(failback=..., cluster={...}, timers={...}, envs={node: {VAR: value}})` -> a started LocalCluster."""
     clusters: list[LocalCluster] = []
 
-    def make(start: bool = True, **options: Any) -> LocalCluster:
-        cluster = LocalCluster(write_config(tmp_path / f"cluster{len(clusters)}", **options))
+    def make(start: bool = True, envs: dict[str, dict[str, str]] | None = None, **options: Any) -> LocalCluster:
+        cluster = LocalCluster(write_config(tmp_path / f"cluster{len(clusters)}", **options), envs=envs)
         clusters.append(cluster)
         if start:
             cluster.start()
@@ -50,7 +52,31 @@ def put(cluster: LocalCluster, point: str, value: Any) -> str:
     return wait_for(attempt, 10, f"an active server to accept {point}")
 
 
+def report(cluster: LocalCluster, values: dict[str, Any]) -> None:
+    """Report field values as one batch (POST /api/v1/points) through the active server."""
+    body = {"updates": [{"name": name, "value": value} for name, value in values.items()]}
+
+    def attempt() -> bool:
+        active = cluster.active()
+        return active is not None and call_api(cluster.config, cluster[active].spec.api, "POST", "/api/v1/points", body)[0] == 200
+
+    wait_for(attempt, 10, "an active server to accept a batch")
+
+
 def get(cluster: LocalCluster, node: str, point: str) -> Any:
     code, answer = call_api(cluster.config, cluster[node].spec.api, "GET", f"/api/v1/points/{point}")
     assert code == 200, f"{node}: GET {point} -> {code} {answer}"
     return answer["value"]
+
+
+@pytest.fixture(scope="session")
+def example_plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example third-party plugin package, pip-installed into its own folder (put it on PYTHONPATH)."""
+    target = tmp_path_factory.mktemp("example-plugin")
+    source = Path(__file__).parent / "example_plugin"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(target), str(source)],
+        check=True,
+        capture_output=True,
+    )
+    return target

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 from cluster.processes import wait_for
-from conftest import get, put
+from conftest import get, put, report
 
 POINTS = [f"store.p{i}" for i in range(20)]
 
@@ -59,3 +60,22 @@ def test_corrupt_snapshot_refuses_to_start(make_cluster):
     code = wait_for(lambda: cluster["backup"].popen.poll(), 15, "backup to refuse to start")
     assert code == 2
     assert "snapshot" in cluster.log("backup") and "refuses to start" in cluster.log("backup")
+
+
+def test_wiped_backup_resyncs_from_a_snapshot_and_takes_over(make_cluster):
+    cluster = make_cluster(failback="manual", cluster={"snapshot_entries": 100})
+    cluster.wait_active(name="main")
+    values = {f"wiped.p{i}": i for i in range(300)}
+    names = list(values)
+    for start in range(0, len(names), 2):  # 150 log entries: more than snapshot_entries, so main compacts its log
+        report(cluster, {name: values[name] for name in names[start : start + 2]})
+    wait_for((cluster["main"].spec.data_dir / "raft.snapshot").exists, 30, "main to write a snapshot")
+    cluster["backup"].kill()
+    shutil.rmtree(cluster["backup"].spec.data_dir)
+    cluster["backup"].start()
+    commit = cluster["main"].view()["commit_index"]
+    wait_for(lambda: (cluster["backup"].view() or {}).get("applied_index", 0) >= commit, 15, "the wiped backup to catch up")
+    assert "image restored from snapshot" in cluster.log("backup")
+    cluster["main"].kill()
+    assert cluster.wait_active(5) == "backup"
+    assert {name: get(cluster, "backup", name) for name in names} == values

@@ -6,6 +6,7 @@ import pytest
 
 from cluster.commands import (
     Activate,
+    ApplyDocuments,
     CommandError,
     DeleteDocument,
     PointUpdate,
@@ -47,6 +48,8 @@ def scenario() -> list:
         PutDocument("alarms", "high-temp", {"limit": 30.5}, "bob", 16.0),
         DeleteDocument("alarms", "high-temp", "bob", 17.0, expected_version=1),
         DeleteDocument("alarms", "missing", "bob", 18.0),
+        ApplyDocuments((PutDocument("points", "p1", {"device": "ahu-1"}, "eve", 18.5), DeleteDocument("devices", "ahu-1", "eve", 18.5))),
+        ApplyDocuments((PutDocument("points", "p2", {}, "eve", 18.6), DeleteDocument("devices", "gone", "eve", 18.6))),
         Activate("backup", 2, 19.0),
         Activate("main", 1, 20.0),
         batch(update("zone-1/temp", None, "comm-failure", 21.0, "modbus:dev-1")),
@@ -179,6 +182,50 @@ def test_delete_document_missing_or_conflicting_is_rejected():
     assert len(image.audit) == 1
 
 
+def test_apply_documents_applies_all_changes_and_audits_each():
+    image = ProcessImage()
+    image.apply(PutDocument("devices", "old", {}, "bob", 1.0))
+    result = image.apply(
+        ApplyDocuments(
+            (
+                PutDocument("devices", "ahu1", {"driver": "modbus"}, "eve", 2.0),
+                PutDocument("points", "ahu1.t", {"device": "ahu1"}, "eve", 2.0),
+                DeleteDocument("devices", "old", "eve", 2.0),
+            )
+        )
+    )
+    assert result == (1, 1, None)
+    assert set(image.documents["devices"]) == {"ahu1"} and set(image.documents["points"]) == {"ahu1.t"}
+    assert [entry.action for entry in image.audit] == ["put", "put", "put", "delete"]
+
+
+def test_apply_documents_is_all_or_nothing():
+    image = ProcessImage()
+    image.apply(PutDocument("devices", "ahu1", {"v": 1}, "bob", 1.0))
+    result = image.apply(
+        ApplyDocuments(
+            (
+                PutDocument("devices", "ahu1", {"v": 2}, "eve", 2.0),
+                PutDocument("points", "p", {}, "eve", 2.0, expected_version=3),
+            )
+        )
+    )
+    assert result == Rejected("version conflict: points/p is at version 0, expected 3")
+    assert image.documents["devices"]["ahu1"].body == {"v": 1} and image.documents["points"] == {}
+    missing = image.apply(ApplyDocuments((PutDocument("points", "q", {}, "eve", 3.0), DeleteDocument("devices", "nope", "eve", 3.0))))
+    assert missing == Rejected("not found: devices/nope") and image.documents["points"] == {}
+
+
+def test_apply_documents_refuses_empty_mixed_or_repeated_changes():
+    put = PutDocument("points", "p", {}, "eve", 1.0)
+    with pytest.raises(CommandError, match="changes must be a non-empty tuple"):
+        ApplyDocuments(())
+    with pytest.raises(CommandError, match=r"changes\[1\] must be a PutDocument or DeleteDocument, got WritePoint"):
+        ApplyDocuments((put, WritePoint("p", 1, "eve", 1.0)))
+    with pytest.raises(CommandError, match=r"changes\[1\] changes points/p a second time"):
+        ApplyDocuments((put, DeleteDocument("points", "p", "eve", 1.0)))
+
+
 def test_activate_records_the_newest_term_and_rejects_stale_ones():
     image = ProcessImage()
 
@@ -288,11 +335,11 @@ def test_scenario_outcome():
     results = [image.apply(cmd) for cmd in scenario()]
 
     assert [type(r).__name__ if isinstance(r, Rejected) else r for r in results] == [
-        None, None, None, None, 1, "Rejected", 1, None, "Rejected", None, "Rejected", None,
+        None, None, None, None, 1, "Rejected", 1, None, "Rejected", (1, None), "Rejected", None, "Rejected", None,
     ]
     assert image.activation == Activation("backup", 2, 19.0)
     assert image.points["zone-1/temp"] == PointValue(None, "comm-failure", 21.0, "modbus:dev-1")
-    assert (image.last_ts, image.applied, len(image.points)) == (21.0, 12, 53)
+    assert (image.last_ts, image.applied, len(image.points)) == (21.0, 14, 53)
 
 
 def test_audit_keeps_only_the_newest_entries():

@@ -13,18 +13,24 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from cluster.commands import CommandError, WritePoint
+from cluster.commands import CommandError, PointUpdate, UpdatePoints, WritePoint
 from cluster.config import Role
 from cluster.guard import NotActive
 from cluster.node import ClusterNode, TransferFailed
 from cluster.raft import ProposalFailed
+from cluster.state import Rejected
 from cluster.status import compose_status
+from plugins.building import BuildingError, export, plan, validate_building
+from plugins.manager import PluginSet
 
 logger = logging.getLogger(__name__)
 
 NODE = web.AppKey("node", ClusterNode)
+PLUGINS = web.AppKey("plugins", PluginSet)
 PEER_SESSION = web.AppKey("peer_session", aiohttp.ClientSession)
 PEER_TIMEOUT = 0.5
+MAX_BATCH = 20_000  # updates per POST /api/v1/points request
+MAX_BODY = 8 * 2**20
 
 
 def _error(status: int, message: str, **extra: Any) -> web.Response:
@@ -119,6 +125,77 @@ async def put_point(request: web.Request) -> web.Response:
     return web.json_response(_point_json(name, node.image.points[name]))
 
 
+def _point_updates(body: Any, ts: float, source: str) -> UpdatePoints:
+    """Validate a batch body {"updates": [{"name", "value", "quality"?, "ts"?}, ...]}."""
+    if not isinstance(body, dict) or set(body) != {"updates"} or not isinstance(body["updates"], list):
+        raise CommandError("body", 'must be an object with one key, "updates", holding a list')
+    items = body["updates"]
+    if not 0 < len(items) <= MAX_BATCH:
+        raise CommandError("updates", f"must hold 1 to {MAX_BATCH} updates, got {len(items)}")
+    updates = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict) or "name" not in item or "value" not in item or not set(item) <= _UPDATE_KEYS:
+            raise CommandError(f"updates[{index}]", 'must be an object with "name" and "value" (optional "quality", "ts")')
+        stamp = item.get("ts", ts)
+        stamp = float(stamp) if type(stamp) is int else stamp  # JSON writes 1700000000.0 as 1700000000
+        updates.append(PointUpdate(item["name"], item["value"], item.get("quality", "good"), stamp, source))
+    return UpdatePoints(tuple(updates))
+
+
+_UPDATE_KEYS = frozenset({"name", "value", "quality", "ts"})
+
+
+async def post_points(request: web.Request) -> web.Response:
+    """Report a batch of field values (gateways, integrations): one log entry, quality "good" unless given."""
+    node = request.app[NODE]
+    try:
+        body = await request.json()
+    except json.JSONDecodeError:
+        return _error(400, 'body must be JSON like {"updates": [{"name": "ahu1.temp", "value": 21.5}]}')
+    try:
+        command = _point_updates(body, time.time(), "api")
+    except CommandError as exc:
+        return _error(400, str(exc), field=exc.field)
+    try:
+        await node.submit(command)
+    except NotActive:
+        return _not_active(node)
+    except ProposalFailed as exc:
+        return _error(503, str(exc))
+    return web.json_response({"accepted": len(command.updates)})
+
+
+async def get_config(request: web.Request) -> web.Response:
+    return web.json_response(export(request.app[NODE].image))
+
+
+async def post_config(request: web.Request) -> web.Response:
+    """Apply a building configuration (devices and points): validated, then committed as one entry."""
+    node = request.app[NODE]
+    try:
+        body = await request.json()
+    except json.JSONDecodeError:
+        return _error(400, 'body must be JSON like {"devices": [...], "points": [...]}')
+    if not node.is_active():
+        return _not_active(node)
+    try:
+        documents = validate_building(body, request.app[PLUGINS].drivers)
+    except BuildingError as exc:
+        return _error(400, "invalid building configuration", problems=exc.problems)
+    command = plan(node.image, documents, "api")
+    if command is None:
+        return web.json_response({"changed": 0})
+    try:
+        result = await node.submit(command)
+    except NotActive:
+        return _not_active(node)
+    except ProposalFailed as exc:
+        return _error(503, str(exc))
+    if isinstance(result, Rejected):
+        return _error(409, f"the configuration changed meanwhile ({result.reason}); apply again")
+    return web.json_response({"changed": len(command.changes)})
+
+
 async def transfer(request: web.Request) -> web.Response:
     node = request.app[NODE]
     try:
@@ -141,15 +218,19 @@ async def transfer(request: web.Request) -> web.Response:
     return web.json_response(result)
 
 
-def create_app(node: ClusterNode) -> web.Application:
+def create_app(node: ClusterNode, plugins: PluginSet) -> web.Application:
     """The node's aiohttp application; the witness serves status only."""
-    app = web.Application(middlewares=[_authenticate])
+    app = web.Application(middlewares=[_authenticate], client_max_size=MAX_BODY)
     app[NODE] = node
+    app[PLUGINS] = plugins
     app.cleanup_ctx.append(_peer_session)
     app.router.add_get("/api/v1/node", node_view)
     app.router.add_get("/api/v1/status", cluster_status)
     if node.me.role is not Role.WITNESS:
+        app.router.add_post("/api/v1/points", post_points)
         app.router.add_get("/api/v1/points/{name}", get_point)
         app.router.add_put("/api/v1/points/{name}", put_point)
         app.router.add_post("/api/v1/cluster/transfer", transfer)
+        app.router.add_get("/api/v1/config", get_config)
+        app.router.add_post("/api/v1/config", post_config)
     return app

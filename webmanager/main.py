@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -13,6 +15,8 @@ from cluster.config import TandemConfig
 from cluster.journal import JournalCorrupt
 from cluster.node import ClusterNode
 from cluster.raft import RaftError
+from plugins.host import PluginHost
+from plugins.manager import BUILTIN_PLUGINS, PluginSet, load_plugins
 
 from .api import create_app
 from .demo import DEMO_CONFIG, run_demo
@@ -26,20 +30,46 @@ def cmd_run(config: TandemConfig, args: argparse.Namespace) -> int:
         format=f"%(asctime)s {args.node} %(levelname)s %(name)s: %(message)s",
     )
     node = ClusterNode(config, args.node)
+    plugins = load_plugins(_required_plugins(config) if node.me.is_server else [])  # the witness runs no plugins
+    missing = plugins.missing(_required_plugins(config)) if node.me.is_server else []
+    if missing:
+        node.blocked = f"required plugins not loaded: {', '.join(missing)} (see the plugin problems); this server will not become active"
+        logger.error("%s", node.blocked)
     try:
         node.start()
     except (JournalCorrupt, RaftError) as exc:
         print(f"tandem run: {args.node} refuses to start: {exc}", file=sys.stderr)
         return 2
+    app = create_app(node, plugins)
+    if node.me.is_server:
+        app.cleanup_ctx.append(_plugin_host(node, plugins))
     host, port = node.me.api.rsplit(":", 1)
     try:
-        web.run_app(create_app(node), host=host, port=int(port), print=None, access_log=None, handle_signals=True)
+        web.run_app(app, host=host, port=int(port), print=None, access_log=None, handle_signals=True)
     except OSError as exc:
         print(f"tandem run: cannot serve the API on {node.me.api}: {exc.strerror}", file=sys.stderr)
         return 2
     finally:
         node.stop()
     return 0
+
+
+def _required_plugins(config: TandemConfig) -> list[str]:
+    return list(BUILTIN_PLUGINS) if config.cluster.plugins is None else config.cluster.plugins
+
+
+def _plugin_host(node: ClusterNode, plugins: PluginSet) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context running the plugin host for the web app's lifetime."""
+
+    async def run(app: web.Application) -> AsyncIterator[None]:
+        host = PluginHost(node, plugins)
+        node.add_status("plugins", host.status)
+        task = asyncio.create_task(host.run(), name="plugin host")
+        yield
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    return run
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,143 @@
+"""The building configuration (devices and points) as replicated documents: validate an import against the drivers, plan it, export it."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cluster.commands import ApplyDocuments, DeleteDocument, PutDocument
+from cluster.state import ProcessImage
+
+from .types import DriverSpec
+
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,199}$")]
+KINDS = ("devices", "points")
+
+
+class BuildingError(ValueError):
+    """The building configuration is invalid; `problems` lists every "location: what is wrong"."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class DeviceEntry(BaseModel):
+    """A [[devices]] entry: the common keys; the rest belongs to the driver's device model."""
+
+    model_config = ConfigDict(extra="allow")
+    name: Name
+    driver: Name
+
+
+class PointEntry(BaseModel):
+    """A [[points]] entry: the common keys; a point with a device has the rest checked by that driver's point model."""
+
+    model_config = ConfigDict(extra="allow")
+    name: Name
+    device: Name | None = None
+    writable: bool = False
+    deadband: Annotated[float, Field(ge=0)] = 0.0
+
+
+class Building(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    devices: list[DeviceEntry] = []
+    points: list[PointEntry] = []
+
+
+def _where(prefix: str, loc: tuple) -> str:
+    text = prefix
+    for item in loc:
+        text += f"[{item}]" if isinstance(item, int) else (f".{item}" if text else str(item))
+    return text or "(top level)"
+
+
+def _problems(prefix: str, exc: ValidationError) -> list[str]:
+    return [f"{_where(prefix, tuple(error['loc']))}: {error['msg']}" for error in exc.errors()]
+
+
+def _specific(entry: BaseModel, model: type[BaseModel], where: str, problems: list[str]) -> dict[str, Any] | None:
+    """Validate an entry's driver-specific keys with the driver's model; the normalised keys, or None."""
+    try:
+        return model.model_validate(entry.model_extra or {}).model_dump(mode="json")
+    except ValidationError as exc:
+        problems.extend(_problems(where, exc))
+        return None
+
+
+def _duplicates(kind: str, entries: list[Any], problems: list[str]) -> None:
+    first: dict[str, int] = {}
+    for index, entry in enumerate(entries):
+        if entry.name in first:
+            problems.append(f"{kind}[{index}].name: {entry.name!r} repeats {kind}[{first[entry.name]}]")
+        first.setdefault(entry.name, index)
+
+
+def validate_building(raw: Any, drivers: dict[str, DriverSpec]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Check a building configuration; returns the documents {kind: {name: body}} or raises BuildingError."""
+    try:
+        building = Building.model_validate(raw)
+    except ValidationError as exc:
+        raise BuildingError(_problems("", exc)) from None
+    problems: list[str] = []
+    _duplicates("devices", building.devices, problems)
+    _duplicates("points", building.points, problems)
+    documents: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in KINDS}
+    device_drivers: dict[str, DriverSpec] = {}
+    for index, device in enumerate(building.devices):
+        spec = drivers.get(device.driver)
+        if spec is None:
+            known = ", ".join(sorted(drivers)) or "none"
+            problems.append(f"devices[{index}].driver: no driver {device.driver!r} (loaded drivers: {known})")
+            continue
+        device_drivers[device.name] = spec
+        specific = _specific(device, spec.device_model, f"devices[{index}]", problems)
+        if specific is not None:
+            documents["devices"][device.name] = {"driver": device.driver, **specific}
+    for index, point in enumerate(building.points):
+        common = {"device": point.device, "writable": point.writable, "deadband": point.deadband}
+        if point.device is None:
+            if point.model_extra:
+                extra = ", ".join(sorted(point.model_extra))
+                problems.append(f"points[{index}]: a virtual point (no device) takes no driver keys, got {extra}")
+                continue
+            documents["points"][point.name] = common
+            continue
+        spec = device_drivers.get(point.device)
+        if spec is None:
+            if not any(device.name == point.device for device in building.devices):
+                problems.append(f"points[{index}].device: no device named {point.device!r} in [[devices]]")
+            continue
+        specific = _specific(point, spec.point_model, f"points[{index}]", problems)
+        if specific is not None:
+            documents["points"][point.name] = {**common, **specific}
+    if problems:
+        raise BuildingError(problems)
+    return documents
+
+
+def plan(image: ProcessImage, documents: dict[str, dict[str, dict[str, Any]]], user: str) -> ApplyDocuments | None:
+    """The one command that turns the image's building into `documents`; None when nothing changes."""
+    ts = time.time()
+    changes: list[PutDocument | DeleteDocument] = []
+    for kind in KINDS:
+        current = image.documents[kind]
+        for name, body in documents[kind].items():
+            if name not in current or current[name].body != body:
+                changes.append(PutDocument(kind, name, body, user, ts))
+        changes += [DeleteDocument(kind, name, user, ts) for name in current if name not in documents[kind]]
+    return ApplyDocuments(tuple(changes)) if changes else None
+
+
+def export(image: ProcessImage) -> dict[str, list[dict[str, Any]]]:
+    """The building as it would be written in a TOML file (what `tandem config export` prints)."""
+    building: dict[str, list[dict[str, Any]]] = {}
+    for kind in KINDS:
+        entries = []
+        for name, document in sorted(image.documents[kind].items()):
+            entries.append({"name": name, **{key: value for key, value in document.body.items() if value is not None}})
+        building[kind] = entries
+    return building

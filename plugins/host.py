@@ -1,0 +1,223 @@
+"""Run a driver per configured device while this node is active (all stopped within 200 ms when not); batch readings into the log."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from typing import Any
+
+from cluster.commands import CommandError, PointUpdate, UpdatePoints
+from cluster.guard import NotActive
+from cluster.node import Change, ClusterNode
+from cluster.raft import ProposalFailed
+
+from .manager import PluginSet
+from .types import DeviceContext, Driver, Reading
+
+logger = logging.getLogger(__name__)
+
+STOP_BUDGET = 0.15  # seconds a driver gets to finish after cancellation (field I/O stops within 200 ms)
+RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)  # back-off after a driver's run() fails
+BATCH_INTERVAL = 0.05  # seconds between log entries carrying the drivers' readings
+RECHECK_PERIOD = 0.5  # seconds between reconciliations without an event (a lease blip shorter than a tick sends none)
+
+
+class _Device:
+    """One running driver: its task, the configuration it was built from, and its last error."""
+
+    def __init__(self, name: str, config_key: tuple, driver: Driver, plugin: str) -> None:
+        self.name = name
+        self.config_key = config_key
+        self.driver = driver
+        self.plugin = plugin
+        self.task: asyncio.Task | None = None
+        self.error: str | None = None
+
+
+class PluginHost:
+    """Binds the drivers' lifecycle to the active role; everything here runs on the web server's event loop."""
+
+    def __init__(self, node: ClusterNode, plugins: PluginSet, batch_interval: float = BATCH_INTERVAL) -> None:
+        self._node = node
+        self._plugins = plugins
+        self._batch_interval = batch_interval
+        self._devices: dict[str, _Device] = {}
+        self._pending: dict[str, PointUpdate] = {}
+        self._config_errors: dict[str, tuple[tuple, str]] = {}  # device -> (config key, why it cannot start)
+        self._wake = asyncio.Event()
+
+    # ---- lifecycle ----
+
+    async def run(self) -> None:
+        """Follow role and configuration changes until cancelled; stops every driver on the way out."""
+        loop = asyncio.get_running_loop()
+        wake = lambda *_: loop.call_soon_threadsafe(self._wake.set)  # noqa: E731 - called from the Raft thread
+        unsubscribe = [self._node.on_role(wake), self._node.subscribe(lambda change: self._on_change(change, wake))]
+        flusher = asyncio.create_task(self._flush_forever())
+        try:
+            while True:
+                try:
+                    await self._reconcile()
+                except Exception:  # keep following the role whatever a plugin did
+                    logger.exception("plugin host: reconciling the running devices failed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), RECHECK_PERIOD)
+                self._wake.clear()
+        finally:
+            for cancel in unsubscribe:
+                cancel()
+            flusher.cancel()
+            await self._stop(list(self._devices))
+
+    @staticmethod
+    def _on_change(change: Change, wake: Any) -> None:
+        command = change.command
+        if command is None or getattr(command, "kind", None) in ("devices", "points") or hasattr(command, "changes"):
+            wake()
+
+    def _wanted(self) -> dict[str, tuple]:
+        """Device name -> a key that changes whenever the device's or its points' documents change."""
+        if not self._node.is_active():
+            return {}
+        documents = self._node.image.documents
+        points: dict[str, list] = {}
+        for name, doc in documents["points"].items():
+            device = doc.body.get("device")
+            if device is not None:
+                points.setdefault(device, []).append((name, doc.version))
+        return {name: (doc.version, tuple(sorted(points.get(name, [])))) for name, doc in documents["devices"].items()}
+
+    async def _reconcile(self) -> None:
+        wanted = self._wanted()
+        if not wanted:
+            self._pending.clear()  # readings taken while active are not reported by a standby
+        ended = {name for name, device in self._devices.items() if device.task is not None and device.task.done()}
+        await self._stop([name for name, device in self._devices.items() if wanted.get(name) != device.config_key or name in ended])
+        for name, key in wanted.items():
+            if name not in self._devices and self._config_errors.get(name, (None, ""))[0] != key:
+                self._start(name, key)
+
+    def _start(self, name: str, key: tuple) -> None:
+        documents = self._node.image.documents
+        body = documents["devices"][name].body
+        spec = self._plugins.drivers.get(body["driver"])
+        if spec is None:
+            self._config_error(name, key, f"driver {body['driver']!r} is not loaded on {self._node.name}")
+            return
+        settings = {k: v for k, v in body.items() if k != "driver"}
+        common = ("device", "writable", "deadband")
+        try:
+            context = DeviceContext(
+                device=name,
+                settings=spec.device_model.model_validate(settings),
+                points={
+                    point: spec.point_model.model_validate({k: v for k, v in doc.body.items() if k not in common})
+                    for point, doc in documents["points"].items()
+                    if doc.body.get("device") == name
+                },
+                report=lambda readings, source=f"{spec.name}:{name}": self._report(readings, source),
+                act=self._node.guard.act,
+                log=logging.getLogger(f"tandem.device.{name}"),
+            )
+            driver = spec.factory(context)
+        except Exception as exc:  # invalid settings, or a plugin's factory raising anything: isolate it
+            self._config_error(name, key, f"{type(exc).__name__}: {exc}")
+            return
+        self._config_errors.pop(name, None)
+        device = _Device(name, key, driver, spec.plugin)
+        device.task = asyncio.create_task(self._run_device(device), name=f"device {name}")
+        self._devices[name] = device
+        logger.info("device %s: driver %s started", name, spec.name)
+
+    def _config_error(self, name: str, key: tuple, error: str) -> None:
+        logger.error("device %s cannot start: %s", name, error)
+        self._config_errors[name] = (key, error)
+
+    async def _stop(self, names: list[str]) -> None:
+        devices = [self._devices.pop(name) for name in names if name in self._devices]
+        tasks = [device.task for device in devices if device.task is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=STOP_BUDGET)
+            for task in late:
+                logger.error("%s did not stop within %.0f ms of cancellation", task.get_name(), STOP_BUDGET * 1000)
+        for device in devices:
+            logger.info("device %s: driver stopped", device.name)
+
+    async def _run_device(self, device: _Device) -> None:
+        """Run the driver; on failure log once per distinct error and restart with back-off."""
+        failures = 0
+        while True:
+            try:
+                await device.driver.run()
+                error = "run() returned; drivers run until cancelled"
+            except asyncio.CancelledError:
+                raise
+            except NotActive:  # the lease lapsed at the moment of acting: end; the host restarts it once active again
+                self._wake.set()
+                return
+            except Exception as exc:  # a plugin's bug must not take the node down
+                error = f"{type(exc).__name__}: {exc}"
+            if error != device.error:
+                logger.error("device %s (plugin %s) failed: %s", device.name, device.plugin, error)
+                device.error = error
+            await asyncio.sleep(RESTART_DELAYS[min(failures, len(RESTART_DELAYS) - 1)])
+            failures += 1
+
+    # ---- readings into the log ----
+
+    def _report(self, readings: list[Reading], source: str) -> None:
+        """Queue the readings that change the replicated image (beyond the point's deadband) for the next batch."""
+        now = time.time()
+        documents = self._node.image.documents["points"]
+        points = self._node.image.points
+        for reading in readings:
+            doc = documents.get(reading.point)
+            deadband = doc.body.get("deadband", 0.0) if doc else 0.0
+            last = points.get(reading.point)
+            if last is not None and last.quality == reading.quality and _within(last.value, reading.value, deadband):
+                self._pending.pop(reading.point, None)
+                continue
+            stamp = float(reading.ts) if reading.ts is not None else now
+            self._pending[reading.point] = PointUpdate(reading.point, reading.value, reading.quality, stamp, source)
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._batch_interval)
+            if self._pending:
+                await self._flush()
+
+    async def _flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        try:
+            command = UpdatePoints(tuple(pending.values()))
+        except CommandError as exc:
+            logger.error("dropped a batch of %d readings: %s", len(pending), exc)
+            return
+        try:
+            await self._node.submit(command)
+        except (NotActive, ProposalFailed) as exc:
+            logger.warning("readings not committed (%s); the next active polls again", exc)
+
+    # ---- status ----
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "loaded": self._plugins.loaded,
+            "problems": [vars(problem) for problem in self._plugins.problems],
+            "devices": {
+                **{name: {"running": True, "plugin": d.plugin, "error": d.error} for name, d in self._devices.items()},
+                **{name: {"running": False, "error": error} for name, (_, error) in self._config_errors.items()},
+            },
+        }
+
+
+def _within(old: Any, new: Any, deadband: float) -> bool:
+    """Whether `new` is no real change from `old`: equal, or numbers closer than the deadband."""
+    if type(old) in (int, float) and type(new) in (int, float):
+        return math.isclose(old, new) if deadband == 0 else abs(new - old) < deadband
+    return old == new

@@ -1,0 +1,3 @@
+"""Raises while being imported."""
+
+raise RuntimeError("cannot import: vendor SDK missing")

@@ -1,0 +1,8 @@
+"""Raises inside its registration hook."""
+
+from plugins.hookspecs import hookimpl
+
+
+@hookimpl
+def tandem_drivers(register) -> None:
+    raise RuntimeError("licence check failed")

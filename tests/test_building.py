@@ -1,0 +1,67 @@
+"""Building configuration: validation against the loaded drivers with located errors, idempotent plans, export."""
+
+from __future__ import annotations
+
+import pytest
+
+from cluster.state import ProcessImage
+from plugins.building import BuildingError, export, plan, validate_building
+from plugins.manager import load_plugins
+
+DRIVERS = load_plugins(["echo"], {"echo": "sample_plugins.echo"}).drivers
+
+BUILDING = {
+    "devices": [{"name": "ahu1", "driver": "echo", "period": 0.5}],
+    "points": [
+        {"name": "ahu1.t", "device": "ahu1", "start": 3, "deadband": 0.1},
+        {"name": "setpoint", "writable": True},
+    ],
+}
+
+
+def test_documents_are_normalised_with_driver_defaults():
+    documents = validate_building(BUILDING, DRIVERS)
+    assert documents["devices"] == {"ahu1": {"driver": "echo", "period": 0.5}}
+    assert documents["points"]["ahu1.t"] == {"device": "ahu1", "writable": False, "deadband": 0.1, "start": 3}
+    assert documents["points"]["setpoint"] == {"device": None, "writable": True, "deadband": 0.0}
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (lambda b: b["devices"][0].update(driver="modbuz"), "devices[0].driver: no driver 'modbuz' (loaded drivers: echo)"),
+        (lambda b: b["devices"][0].update(period="fast"), "devices[0].period: Input should be a valid number"),
+        (lambda b: b["points"][0].update(device="ahu2"), "points[0].device: no device named 'ahu2' in [[devices]]"),
+        (lambda b: b["points"][0].update(start="x"), "points[0].start: Input should be a valid integer"),
+        (lambda b: b["points"][1].update(start=1), "points[1]: a virtual point (no device) takes no driver keys, got start"),
+        (lambda b: b["points"][1].update(deadband=-1), "points[1].deadband: Input should be greater than or equal to 0"),
+        (lambda b: b["points"].append({"name": "ahu1.t"}), "points[2].name: 'ahu1.t' repeats points[0]"),
+        (lambda b: b["points"][0].update(name="has space"), "points[0].name: String should match pattern"),
+        (lambda b: b.update(alarms=[]), "alarms: Extra inputs are not permitted"),
+    ],
+)
+def test_errors_name_the_entry_and_key(change, says):
+    building = {"devices": [dict(d) for d in BUILDING["devices"]], "points": [dict(p) for p in BUILDING["points"]]}
+    change(building)
+    with pytest.raises(BuildingError) as error:
+        validate_building(building, DRIVERS)
+    assert any(problem.startswith(says) for problem in error.value.problems), error.value.problems
+
+
+def test_plan_is_idempotent_and_deletes_what_was_removed():
+    image = ProcessImage()
+    first = plan(image, validate_building(BUILDING, DRIVERS), "eve")
+    assert first is not None and len(first.changes) == 3
+    image.apply(first)
+    assert plan(image, validate_building(BUILDING, DRIVERS), "eve") is None
+    smaller = {"devices": BUILDING["devices"], "points": BUILDING["points"][:1]}
+    second = plan(image, validate_building(smaller, DRIVERS), "eve")
+    assert [(type(c).__name__, c.kind, c.name) for c in second.changes] == [("DeleteDocument", "points", "setpoint")]
+
+
+def test_export_gives_back_what_validates_to_the_same_documents():
+    image = ProcessImage()
+    image.apply(plan(image, validate_building(BUILDING, DRIVERS), "eve"))
+    exported = export(image)
+    assert exported["devices"] == [{"name": "ahu1", "driver": "echo", "period": 0.5}]
+    assert plan(image, validate_building(exported, DRIVERS), "eve") is None

@@ -1,0 +1,140 @@
+"""The plugin host on real node processes: a third-party driver found by entry point runs only on the active server,
+follows failover and fail-back, is isolated when it fails, and a server missing a required plugin never becomes active."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from cluster.cli import call_api
+from cluster.guard import read_acts
+from cluster.processes import holds_for, wait_for
+
+BUILDING = """
+[[devices]]
+name = "c1"
+driver = "counter"
+period = 0.05
+
+[[devices]]
+name = "c2"
+driver = "counter"
+period = 0.05
+{c2_extra}
+
+[[points]]
+name = "c1.n"
+device = "c1"
+
+[[points]]
+name = "c2.n"
+device = "c2"
+step = 10
+
+[[points]]
+name = "setpoint"
+writable = true
+"""
+
+
+def tandem(cluster, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "webmanager.main", *args, "--config", str(cluster.config.path)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=cwd)
+
+
+def apply(cluster, tmp_path: Path, c2_extra: str = "") -> subprocess.CompletedProcess[str]:
+    building = tmp_path / "building.toml"
+    building.write_text(BUILDING.format(c2_extra=c2_extra))
+    return tandem(cluster, "config", "apply", str(building), cwd=tmp_path)
+
+
+def point(cluster, node: str, name: str) -> dict | None:
+    code, answer = call_api(cluster.config, cluster[node].spec.api, "GET", f"/api/v1/points/{name}")
+    return answer if code == 200 else None
+
+
+def counting_on(cluster, node: str, name: str) -> bool:
+    """The point's value changes in the node's image within a second (a new active's counter starts again at 1)."""
+    first = wait_for(lambda: point(cluster, node, name), 10, f"{name} on {node}")["value"]
+    return bool(wait_for(lambda: point(cluster, node, name)["value"] != first, 1.0, f"{name} changing on {node}"))
+
+
+def devices(cluster, node: str) -> dict:
+    return (cluster[node].view() or {}).get("plugins", {}).get("devices", {})
+
+
+def test_driver_runs_on_the_active_only_and_follows_failover(make_cluster, example_plugin, tmp_path):
+    env = {"PYTHONPATH": str(example_plugin)}
+    cluster = make_cluster(cluster={"plugins": ["example"]}, envs={"main": env, "backup": env})
+    cluster.wait_active(name="main")
+    result = apply(cluster, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "5 document(s) changed" in result.stdout
+    assert counting_on(cluster, "main", "c1.n") and counting_on(cluster, "backup", "c2.n")
+    assert point(cluster, "backup", "c1.n")["source"] == "counter:c1"
+    assert set(devices(cluster, "main")) == {"c1", "c2"} and devices(cluster, "backup") == {}
+    assert cluster["main"].view()["plugins"]["loaded"] == ["example"]
+    assert cluster["witness"].view().get("plugins") is None  # the witness runs no plugins
+
+    again = apply(cluster, tmp_path)
+    assert again.returncode == 0 and "already applied" in again.stdout
+
+    cluster["main"].kill()
+    assert cluster.wait_active(5) == "backup"
+    assert counting_on(cluster, "backup", "c1.n")
+    cluster["main"].start()
+    assert cluster.wait_active(15, "main") == "main"
+    wait_for(lambda: devices(cluster, "backup") == {}, 1.0, "backup to stop its drivers")
+    assert counting_on(cluster, "main", "c2.n")
+    main_term = cluster["main"].view()["term"]
+    main_first = min(a["wall"] for a in read_acts(cluster["main"].spec.data_dir / "acts.log") if a["term"] == main_term)
+    backup_counts = [a for a in read_acts(cluster["backup"].spec.data_dir / "acts.log") if a["what"].startswith("count")]
+    assert backup_counts and max(a["wall"] for a in backup_counts) < main_first
+
+
+def test_a_failing_driver_is_isolated_and_reported(make_cluster, example_plugin, tmp_path):
+    env = {"PYTHONPATH": str(example_plugin)}
+    cluster = make_cluster(cluster={"plugins": ["example"]}, envs={"main": env, "backup": env})
+    cluster.wait_active(name="main")
+    assert apply(cluster, tmp_path, c2_extra="fail_after = 3").returncode == 0
+    wait_for(lambda: "gave up after 3 counts" in (devices(cluster, "main").get("c2", {}).get("error") or ""), 10, "c2's error in status")
+    assert counting_on(cluster, "main", "c1.n")
+    assert cluster.active() == "main"
+    assert cluster.log("main").count("gave up after 3 counts") == 1  # logged once, though it is restarted and fails again
+
+
+def test_bad_building_file_is_refused_naming_file_and_key(make_cluster, example_plugin, tmp_path):
+    env = {"PYTHONPATH": str(example_plugin)}
+    cluster = make_cluster(cluster={"plugins": ["example"]}, envs={"main": env, "backup": env})
+    cluster.wait_active(name="main")
+    result = apply(cluster, tmp_path, c2_extra="colour = 'red'")
+    assert result.returncode == 2
+    assert f"{tmp_path / 'building.toml'}: devices[1].colour: Extra inputs are not permitted" in result.stderr
+    assert "driver" not in tandem(cluster, "config", "export", cwd=tmp_path).stdout  # nothing was applied
+
+
+def test_config_export_round_trips(make_cluster, example_plugin, tmp_path):
+    env = {"PYTHONPATH": str(example_plugin)}
+    cluster = make_cluster(cluster={"plugins": ["example"]}, envs={"main": env, "backup": env})
+    cluster.wait_active(name="main")
+    assert apply(cluster, tmp_path).returncode == 0
+    exported = tandem(cluster, "config", "export", cwd=tmp_path)
+    assert exported.returncode == 0 and 'driver = "counter"' in exported.stdout
+    (tmp_path / "exported.toml").write_text(exported.stdout)
+    again = tandem(cluster, "config", "apply", str(tmp_path / "exported.toml"), cwd=tmp_path)
+    assert again.returncode == 0 and "already applied" in again.stdout
+
+
+def test_a_server_without_a_required_plugin_never_becomes_active(make_cluster, example_plugin, tmp_path):
+    cluster = make_cluster(cluster={"plugins": ["example"]}, envs={"main": {"PYTHONPATH": str(example_plugin)}})
+    cluster.wait_active(name="main")
+    blocked = wait_for(lambda: (cluster["backup"].view() or {}).get("blocked"), 10, "backup to report why it is blocked")
+    assert "example" in blocked
+    assert [p["plugin"] for p in cluster["backup"].view()["plugins"]["problems"]] == ["example"]
+    status = tandem(cluster, "status", cwd=tmp_path)
+    assert status.returncode == 0 and "backup: plugin example failed at load" in status.stdout
+    cluster["main"].kill()
+    holds_for(lambda: cluster.active() is None, 3.0, "no active while the only live server lacks a plugin")
+    cluster["main"].start()
+    assert cluster.wait_active(15, "main") == "main"
