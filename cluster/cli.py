@@ -135,7 +135,8 @@ def cmd_put(config: TandemConfig, args: argparse.Namespace) -> int:
     path = f"/api/v1/points/{urllib.request.quote(args.point, safe='')}"
     code, answer = _through_active(config, "PUT", path, {"value": parse_value(args.value)})
     _fail_on_error(code, answer)
-    print(f"{answer['name']} = {json.dumps(answer['value'])}")
+    pending = " (committed; the active drives the device and records the read-back)" if answer.get("pending") else ""
+    print(f"{answer['name']} = {json.dumps(answer['value'])}{pending}")
     return 0
 
 

@@ -150,7 +150,8 @@ def _unpickle_update_points(columns: tuple[tuple, ...], ts: float) -> UpdatePoin
 
 @dataclass(frozen=True, slots=True)
 class WritePoint:
-    """An operator write: sets the value with quality "good" and source "user:<user>", and is audited."""
+    """An operator write, audited. A virtual point takes the value at once (quality "good", source "user:<user>");
+    a device point gets it as desired state, which the active drives to the device (see WriteOutcome)."""
 
     name: str
     value: Scalar
@@ -161,6 +162,28 @@ class WritePoint:
         _check_name("name", self.name)
         _check_scalar("value", self.value)
         _check_name("user", self.user)
+        _check_ts("ts", self.ts)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteOutcome:
+    """The active drove desired write `seq` to the device: the value read back, or the error that stopped it."""
+
+    name: str
+    seq: int
+    value: Scalar
+    error: str | None
+    source: str
+    ts: float
+
+    def __post_init__(self) -> None:
+        _check_name("name", self.name)
+        if type(self.seq) is not int or self.seq < 1:
+            raise CommandError("seq", f"must be a positive int, got {self.seq!r}")
+        _check_scalar("value", self.value)
+        if self.error is not None and (type(self.error) is not str or not self.error):
+            raise CommandError("error", f"must be None or a non-empty str, got {self.error!r}")
+        _check_source("source", self.source)
         _check_ts("ts", self.ts)
 
 
@@ -239,4 +262,4 @@ class Activate:
         _check_ts("ts", self.ts)
 
 
-Command: TypeAlias = UpdatePoints | WritePoint | PutDocument | DeleteDocument | ApplyDocuments | Activate
+Command: TypeAlias = UpdatePoints | WritePoint | WriteOutcome | PutDocument | DeleteDocument | ApplyDocuments | Activate

@@ -112,6 +112,7 @@ class ClusterSection(_Strict):
     fsync: bool = True
     snapshot_entries: Annotated[int, Field(ge=100)] = 20_000
     plugins: list[Name] | None = None  # the plugin set every server must load; None: all built-in plugins
+    batch_interval: Annotated[float, Field(gt=0, le=5)] = 0.05  # seconds between log entries carrying driver readings
     timers: Timers = Timers()
     nodes: list[NodeConfig]
 

@@ -18,13 +18,14 @@ from cluster.commands import (
     PutDocument,
     Scalar,
     UpdatePoints,
+    WriteOutcome,
     WritePoint,
 )
 
 # A snapshot is _MAGIC, one format-version byte, then a pickle (protocol 5) of plain data only:
 # no class references, so decoding cannot run code and does not depend on Python class names.
 _MAGIC = b"TNDM-IMAGE"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
 _QUALITY_CODES = {quality: code for code, quality in enumerate(QUALITIES)}
 
 
@@ -56,6 +57,16 @@ class AuditEntry(NamedTuple):
     detail: str
 
 
+class DesiredWrite(NamedTuple):
+    """An operator write to a device point, committed but not yet confirmed by a read-back."""
+
+    value: Scalar
+    user: str
+    ts: float
+    seq: int
+    error: str | None  # why the last attempt failed; None while untried
+
+
 class Activation(NamedTuple):
     node: str
     term: int
@@ -81,6 +92,8 @@ class Frozen(NamedTuple):
     activation: Activation | None
     last_ts: float
     applied: int
+    desired: dict[str, DesiredWrite]
+    write_seq: int
 
 
 class _PlainUnpickler(pickle.Unpickler):
@@ -104,6 +117,8 @@ class ProcessImage:
         self.documents: dict[str, dict[str, Document]] = {kind: {} for kind in DOCUMENT_KINDS}
         self.audit: collections.deque[AuditEntry] = collections.deque(maxlen=self.AUDIT_RETENTION)
         self.activation: Activation | None = None
+        self.desired: dict[str, DesiredWrite] = {}
+        self.write_seq = 0
         self.last_ts = 0.0
         self.applied = 0
 
@@ -125,9 +140,31 @@ class ProcessImage:
         for update in cmd.updates:
             points[update[0]] = _new_point_value(update[1:])
 
-    def _write_point(self, cmd: WritePoint) -> None:
-        self.points[cmd.name] = PointValue(cmd.value, "good", cmd.ts, f"user:{cmd.user}")
+    def _write_point(self, cmd: WritePoint) -> int | Rejected | None:
+        """A virtual point takes the value (None); a device point records it as desired (its write sequence)."""
+        doc = self.documents["points"].get(cmd.name)
+        if doc is not None and not doc.body.get("writable", False):
+            return Rejected(f"point {cmd.name} is not writable")
         self._audit(cmd.ts, cmd.user, "write", cmd.name, repr(cmd.value))
+        if doc is None or doc.body.get("device") is None:
+            self.points[cmd.name] = PointValue(cmd.value, "good", cmd.ts, f"user:{cmd.user}")
+            return None
+        self.write_seq += 1
+        self.desired[cmd.name] = DesiredWrite(cmd.value, cmd.user, cmd.ts, self.write_seq, None)
+        return self.write_seq
+
+    def _write_outcome(self, cmd: WriteOutcome) -> None:
+        current = self.desired.get(cmd.name)
+        pending = current is not None and current.seq == cmd.seq  # a newer write stays desired
+        if cmd.error is None:
+            self.points[cmd.name] = PointValue(cmd.value, "good", cmd.ts, cmd.source)
+            if pending:
+                del self.desired[cmd.name]
+            self._audit(cmd.ts, cmd.source, "written", cmd.name, f"write {cmd.seq} read back {cmd.value!r}")
+        else:
+            if pending:
+                self.desired[cmd.name] = current._replace(error=cmd.error)
+            self._audit(cmd.ts, cmd.source, "write-failed", cmd.name, f"write {cmd.seq}: {cmd.error}")
 
     def _refusal(self, cmd: PutDocument | DeleteDocument) -> Rejected | None:
         """Why a document change cannot apply now, or None."""
@@ -187,6 +224,8 @@ class ProcessImage:
             self.activation,
             self.last_ts,
             self.applied,
+            dict(self.desired),
+            self.write_seq,
         )
 
     @staticmethod
@@ -212,6 +251,8 @@ class ProcessImage:
             "activation": tuple(frozen.activation) if frozen.activation else None,
             "last_ts": frozen.last_ts,
             "applied": frozen.applied,
+            "desired": {name: tuple(write) for name, write in frozen.desired.items()},
+            "write_seq": frozen.write_seq,
         }
         out = io.BytesIO()
         out.write(_MAGIC + bytes([_FORMAT_VERSION]))
@@ -252,6 +293,8 @@ class ProcessImage:
             image.activation = Activation._make(payload["activation"]) if payload["activation"] else None
             image.last_ts = payload["last_ts"]
             image.applied = payload["applied"]
+            image.desired = {name: DesiredWrite._make(write) for name, write in payload["desired"].items()}
+            image.write_seq = payload["write_seq"]
         except Exception as exc:
             raise ValueError(f"corrupt process image snapshot: {exc}") from exc
         return image
@@ -264,6 +307,7 @@ def _conflict(kind: str, name: str, version: int, expected: int) -> Rejected:
 _HANDLERS: dict[type, Callable[[ProcessImage, Any], object]] = {
     UpdatePoints: ProcessImage._update_points,
     WritePoint: ProcessImage._write_point,
+    WriteOutcome: ProcessImage._write_outcome,
     PutDocument: ProcessImage._put_document,
     DeleteDocument: ProcessImage._delete_document,
     ApplyDocuments: ProcessImage._apply_documents,

@@ -9,7 +9,7 @@ import math
 import time
 from typing import Any
 
-from cluster.commands import CommandError, PointUpdate, UpdatePoints
+from cluster.commands import CommandError, PointUpdate, UpdatePoints, WriteOutcome
 from cluster.guard import NotActive
 from cluster.node import Change, ClusterNode
 from cluster.raft import ProposalFailed
@@ -21,18 +21,19 @@ logger = logging.getLogger(__name__)
 
 STOP_BUDGET = 0.15  # seconds a driver gets to finish after cancellation (field I/O stops within 200 ms)
 RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)  # back-off after a driver's run() fails
-BATCH_INTERVAL = 0.05  # seconds between log entries carrying the drivers' readings
+WRITE_ATTEMPTS = 3  # tries per desired write on one active before it is left with its error
 RECHECK_PERIOD = 0.5  # seconds between reconciliations without an event (a lease blip shorter than a tick sends none)
 
 
 class _Device:
     """One running driver: its task, the configuration it was built from, and its last error."""
 
-    def __init__(self, name: str, config_key: tuple, driver: Driver, plugin: str) -> None:
+    def __init__(self, name: str, config_key: tuple, driver: Driver, plugin: str, source: str) -> None:
         self.name = name
         self.config_key = config_key
         self.driver = driver
         self.plugin = plugin
+        self.source = source  # "<driver>:<device>", the source of its values in the image
         self.task: asyncio.Task | None = None
         self.error: str | None = None
 
@@ -40,13 +41,15 @@ class _Device:
 class PluginHost:
     """Binds the drivers' lifecycle to the active role; everything here runs on the web server's event loop."""
 
-    def __init__(self, node: ClusterNode, plugins: PluginSet, batch_interval: float = BATCH_INTERVAL) -> None:
+    def __init__(self, node: ClusterNode, plugins: PluginSet) -> None:
         self._node = node
         self._plugins = plugins
-        self._batch_interval = batch_interval
+        self._batch_interval = node.config.cluster.batch_interval
         self._devices: dict[str, _Device] = {}
         self._pending: dict[str, PointUpdate] = {}
         self._config_errors: dict[str, tuple[tuple, str]] = {}  # device -> (config key, why it cannot start)
+        self._writes: dict[tuple[str, int], asyncio.Task] = {}  # (point, write seq) -> the task driving it
+        self._attempts: dict[tuple[str, int], int] = {}
         self._wake = asyncio.Event()
 
     # ---- lifecycle ----
@@ -74,8 +77,7 @@ class PluginHost:
 
     @staticmethod
     def _on_change(change: Change, wake: Any) -> None:
-        command = change.command
-        if command is None or getattr(command, "kind", None) in ("devices", "points") or hasattr(command, "changes"):
+        if type(change.command) is not UpdatePoints:  # configuration, desired writes, outcomes, snapshot installs
             wake()
 
     def _wanted(self) -> dict[str, tuple]:
@@ -99,6 +101,7 @@ class PluginHost:
         for name, key in wanted.items():
             if name not in self._devices and self._config_errors.get(name, (None, ""))[0] != key:
                 self._start(name, key)
+        self._drive_writes()
 
     def _start(self, name: str, key: tuple) -> None:
         documents = self._node.image.documents
@@ -108,6 +111,7 @@ class PluginHost:
             self._config_error(name, key, f"driver {body['driver']!r} is not loaded on {self._node.name}")
             return
         settings = {k: v for k, v in body.items() if k != "driver"}
+        source = f"{spec.name}:{name}"
         common = ("device", "writable", "deadband")
         try:
             context = DeviceContext(
@@ -118,7 +122,7 @@ class PluginHost:
                     for point, doc in documents["points"].items()
                     if doc.body.get("device") == name
                 },
-                report=lambda readings, source=f"{spec.name}:{name}": self._report(readings, source),
+                report=lambda readings: self._report(readings, source),
                 act=self._node.guard.act,
                 log=logging.getLogger(f"tandem.device.{name}"),
             )
@@ -127,10 +131,40 @@ class PluginHost:
             self._config_error(name, key, f"{type(exc).__name__}: {exc}")
             return
         self._config_errors.pop(name, None)
-        device = _Device(name, key, driver, spec.plugin)
+        device = _Device(name, key, driver, spec.plugin, source)
         device.task = asyncio.create_task(self._run_device(device), name=f"device {name}")
         self._devices[name] = device
         logger.info("device %s: driver %s started", name, spec.name)
+
+    # ---- desired-state writes ----
+
+    def _drive_writes(self) -> None:
+        """Drive every committed, unconfirmed write whose device runs here (after a failover: what is outstanding)."""
+        desired_writes = self._node.image.desired
+        outstanding = {(name, desired.seq) for name, desired in desired_writes.items()}
+        self._attempts = {key: count for key, count in self._attempts.items() if key in outstanding}
+        for name, desired in desired_writes.items():
+            key = (name, desired.seq)
+            device = self._devices.get(self._device_of(name))
+            if device is None or key in self._writes or self._attempts.get(key, 0) >= WRITE_ATTEMPTS:
+                continue
+            self._attempts[key] = self._attempts.get(key, 0) + 1
+            task = asyncio.create_task(self._drive(device, name, desired.seq, desired.value), name=f"write {name}")
+            self._writes[key] = task
+            task.add_done_callback(lambda _, key=key: self._writes.pop(key, None))
+
+    async def _drive(self, device: _Device, point: str, seq: int, value: Any) -> None:
+        try:
+            readback, error = await device.driver.write(point, value), None
+        except NotActive:
+            return  # the next active drives it
+        except Exception as exc:  # the device refused or is gone: recorded, retried
+            readback, error = None, f"{type(exc).__name__}: {exc}"
+            logger.warning("write %s = %r (write %d) on %s failed: %s", point, value, seq, device.name, error)
+        try:
+            await self._node.submit(WriteOutcome(point, seq, readback, error, device.source, time.time()))
+        except (NotActive, ProposalFailed, CommandError) as exc:
+            logger.warning("outcome of write %d to %s not committed (%s); the active drives it again", seq, point, exc)
 
     def _config_error(self, name: str, key: tuple, error: str) -> None:
         logger.error("device %s cannot start: %s", name, error)
@@ -139,6 +173,7 @@ class PluginHost:
     async def _stop(self, names: list[str]) -> None:
         devices = [self._devices.pop(name) for name in names if name in self._devices]
         tasks = [device.task for device in devices if device.task is not None]
+        tasks += [task for (point, _), task in self._writes.items() if self._device_of(point) in names]
         for task in tasks:
             task.cancel()
         if tasks:
@@ -167,6 +202,10 @@ class PluginHost:
                 device.error = error
             await asyncio.sleep(RESTART_DELAYS[min(failures, len(RESTART_DELAYS) - 1)])
             failures += 1
+
+    def _device_of(self, point: str) -> str | None:
+        doc = self._node.image.documents["points"].get(point)
+        return doc.body.get("device") if doc else None
 
     # ---- readings into the log ----
 
@@ -208,6 +247,7 @@ class PluginHost:
     def status(self) -> dict[str, Any]:
         return {
             "loaded": self._plugins.loaded,
+            "writes_in_flight": sorted(f"{point}#{seq}" for point, seq in self._writes),
             "problems": [vars(problem) for problem in self._plugins.problems],
             "devices": {
                 **{name: {"running": True, "plugin": d.plugin, "error": d.error} for name, d in self._devices.items()},

@@ -93,10 +93,14 @@ def test_driver_runs_on_the_active_only_and_follows_failover(make_cluster, examp
     assert backup_counts and max(a["wall"] for a in backup_counts) < main_first
 
 
-def test_a_failing_driver_is_isolated_and_reported(make_cluster, example_plugin, tmp_path):
+def test_a_driver_failing_at_start_or_while_running_is_isolated_and_reported(make_cluster, example_plugin, tmp_path):
     env = {"PYTHONPATH": str(example_plugin)}
     cluster = make_cluster(cluster={"plugins": ["example"]}, envs={"main": env, "backup": env})
     cluster.wait_active(name="main")
+    assert apply(cluster, tmp_path, c2_extra="fail_at_start = true").returncode == 0
+    wait_for(lambda: "no licence" in (devices(cluster, "main").get("c2", {}).get("error") or ""), 10, "c2's start error in status")
+    assert devices(cluster, "main")["c2"]["running"] is False
+    assert counting_on(cluster, "main", "c1.n")
     assert apply(cluster, tmp_path, c2_extra="fail_after = 3").returncode == 0
     wait_for(lambda: "gave up after 3 counts" in (devices(cluster, "main").get("c2", {}).get("error") or ""), 10, "c2's error in status")
     assert counting_on(cluster, "main", "c1.n")
@@ -138,3 +142,64 @@ def test_a_server_without_a_required_plugin_never_becomes_active(make_cluster, e
     holds_for(lambda: cluster.active() is None, 3.0, "no active while the only live server lacks a plugin")
     cluster["main"].start()
     assert cluster.wait_active(15, "main") == "main"
+
+
+SETPOINT = """
+[[devices]]
+name = "c1"
+driver = "counter"
+period = 0.05
+write_delay = {delay}
+
+[[points]]
+name = "c1.sp"
+device = "c1"
+step = 0
+writable = true
+
+[[points]]
+name = "c1.n"
+device = "c1"
+"""
+
+
+def apply_setpoint(cluster, tmp_path: Path, delay: float) -> None:
+    building = tmp_path / "setpoint.toml"
+    building.write_text(SETPOINT.format(delay=delay))
+    result = tandem(cluster, "config", "apply", str(building), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+def writes_of(cluster, node: str, point: str) -> list[dict]:
+    return [a for a in read_acts(cluster[node].spec.data_dir / "acts.log") if a["what"].startswith(f"write {point} ")]
+
+
+def test_operator_write_is_committed_then_driven_to_the_device_once(make_cluster, example_plugin, tmp_path):
+    env = {"PYTHONPATH": str(example_plugin)}
+    cluster = make_cluster(cluster={"plugins": ["example"]}, envs={"main": env, "backup": env})
+    cluster.wait_active(name="main")
+    apply_setpoint(cluster, tmp_path, delay=0.0)
+    result = tandem(cluster, "put", "c1.sp", "7", cwd=tmp_path)
+    assert result.returncode == 0 and "c1.sp = 7 (committed; the active drives the device" in result.stdout
+    wait_for(lambda: (point(cluster, "backup", "c1.sp") or {}).get("value") == 7, 10, "the read-back of 7 on the backup")
+    assert point(cluster, "backup", "c1.sp")["desired"] is None
+    assert len(writes_of(cluster, "main", "c1.sp")) == 1
+    cluster["main"].kill()
+    assert cluster.wait_active(5) == "backup"
+    assert counting_on(cluster, "backup", "c1.n")
+    holds_for(lambda: writes_of(cluster, "backup", "c1.sp") == [], 1.0, "backup not repeating a confirmed write")
+
+
+def test_write_outstanding_at_failover_is_driven_once_by_the_new_active(make_cluster, example_plugin, tmp_path):
+    env = {"PYTHONPATH": str(example_plugin)}
+    cluster = make_cluster(cluster={"plugins": ["example"]}, envs={"main": env, "backup": env}, failback="manual")
+    cluster.wait_active(name="main")
+    apply_setpoint(cluster, tmp_path, delay=3.0)  # main is killed in the middle of its write
+    assert tandem(cluster, "put", "c1.sp", "9", cwd=tmp_path).returncode == 0
+    wait_for(lambda: (point(cluster, "backup", "c1.sp") or {}).get("desired"), 10, "the desired write to reach the backup")
+    cluster["main"].kill()
+    assert writes_of(cluster, "main", "c1.sp") == []  # main never got to the device
+    assert cluster.wait_active(5) == "backup"
+    confirmed = wait_for(lambda: (lambda p: p if p and p["value"] == 9 and p["desired"] is None else None)(point(cluster, "backup", "c1.sp")), 10, "backup to drive and confirm the write")
+    assert confirmed["source"] == "counter:c1"
+    assert [a["what"] for a in writes_of(cluster, "backup", "c1.sp")] == ["write c1.sp = 9"]

@@ -12,11 +12,13 @@ from cluster.commands import (
     PointUpdate,
     PutDocument,
     UpdatePoints,
+    WriteOutcome,
     WritePoint,
 )
 from cluster.state import (
     Activation,
     AuditEntry,
+    DesiredWrite,
     Document,
     PointValue,
     ProcessImage,
@@ -53,6 +55,10 @@ def scenario() -> list:
         Activate("backup", 2, 19.0),
         Activate("main", 1, 20.0),
         batch(update("zone-1/temp", None, "comm-failure", 21.0, "modbus:dev-1")),
+        PutDocument("points", "ahu-1/sp", {"device": "ahu-1", "writable": True}, "bob", 22.0),
+        WritePoint("ahu-1/sp", 19.5, "alice", 23.0),
+        WritePoint("ahu-1/sp", 20.5, "alice", 24.0),
+        WriteOutcome("ahu-1/sp", 1, 19.5, None, "modbus:ahu-1", 25.0),
     ]
 
 
@@ -226,6 +232,45 @@ def test_apply_documents_refuses_empty_mixed_or_repeated_changes():
         ApplyDocuments((put, DeleteDocument("points", "p", "eve", 1.0)))
 
 
+def device_point_image(writable: bool = True) -> ProcessImage:
+    image = ProcessImage()
+    image.apply(PutDocument("points", "ahu1.sp", {"device": "ahu1", "writable": writable}, "bob", 1.0))
+    return image
+
+
+def test_write_to_a_device_point_is_desired_state_until_read_back():
+    image = device_point_image()
+    assert image.apply(WritePoint("ahu1.sp", 21.0, "alice", 2.0)) == 1
+    assert image.desired["ahu1.sp"] == DesiredWrite(21.0, "alice", 2.0, 1, None)
+    assert "ahu1.sp" not in image.points  # the value comes from the device, not from the wish
+    image.apply(WriteOutcome("ahu1.sp", 1, 21.0, None, "modbus:ahu1", 3.0))
+    assert image.desired == {}
+    assert image.points["ahu1.sp"] == PointValue(21.0, "good", 3.0, "modbus:ahu1")
+    assert [entry.action for entry in image.audit][-2:] == ["write", "written"]
+
+
+def test_an_outcome_for_an_older_write_keeps_the_newer_one_desired():
+    image = device_point_image()
+    image.apply(WritePoint("ahu1.sp", 21.0, "alice", 2.0))
+    image.apply(WritePoint("ahu1.sp", 22.0, "alice", 3.0))
+    image.apply(WriteOutcome("ahu1.sp", 1, 21.0, None, "modbus:ahu1", 4.0))
+    assert image.desired["ahu1.sp"].seq == 2 and image.points["ahu1.sp"].value == 21.0
+
+
+def test_a_failed_write_stays_desired_with_its_error():
+    image = device_point_image()
+    image.apply(WritePoint("ahu1.sp", 21.0, "alice", 2.0))
+    image.apply(WriteOutcome("ahu1.sp", 1, None, "timeout", "modbus:ahu1", 3.0))
+    assert image.desired["ahu1.sp"].error == "timeout"
+    assert image.audit[-1].action == "write-failed"
+
+
+def test_write_to_a_point_that_is_not_writable_is_rejected():
+    image = device_point_image(writable=False)
+    assert image.apply(WritePoint("ahu1.sp", 21.0, "alice", 2.0)) == Rejected("point ahu1.sp is not writable")
+    assert image.desired == {} and image.write_seq == 0
+
+
 def test_activate_records_the_newest_term_and_rejects_stale_ones():
     image = ProcessImage()
 
@@ -336,10 +381,12 @@ def test_scenario_outcome():
 
     assert [type(r).__name__ if isinstance(r, Rejected) else r for r in results] == [
         None, None, None, None, 1, "Rejected", 1, None, "Rejected", (1, None), "Rejected", None, "Rejected", None,
+        1, 1, 2, None,
     ]
     assert image.activation == Activation("backup", 2, 19.0)
     assert image.points["zone-1/temp"] == PointValue(None, "comm-failure", 21.0, "modbus:dev-1")
-    assert (image.last_ts, image.applied, len(image.points)) == (21.0, 14, 53)
+    assert (image.last_ts, image.applied, len(image.points)) == (25.0, 18, 54)
+    assert image.desired == {"ahu-1/sp": DesiredWrite(20.5, "alice", 24.0, 2, None)}
 
 
 def test_audit_keeps_only_the_newest_entries():

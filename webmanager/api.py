@@ -84,8 +84,10 @@ async def cluster_status(request: web.Request) -> web.Response:
     return web.json_response(compose_status(node.config, views))
 
 
-def _point_json(name: str, point: Any) -> dict[str, Any]:
-    return {"name": name, "value": point.value, "quality": point.quality, "timestamp": point.ts, "source": point.source}
+def _point_json(name: str, point: Any, desired: Any = None) -> dict[str, Any]:
+    """A point's value, and the operator write still being driven to its device (if any)."""
+    pending = None if desired is None else {"value": desired.value, "seq": desired.seq, "user": desired.user, "error": desired.error}
+    return {"name": name, "value": point.value, "quality": point.quality, "timestamp": point.ts, "source": point.source, "desired": pending}
 
 
 async def get_point(request: web.Request) -> web.Response:
@@ -100,7 +102,7 @@ async def get_point(request: web.Request) -> web.Response:
     point = node.image.points.get(name)
     if point is None:
         return _error(404, f"no point named {name!r}")
-    return web.json_response(_point_json(name, point))
+    return web.json_response(_point_json(name, point, node.image.desired.get(name)))
 
 
 async def put_point(request: web.Request) -> web.Response:
@@ -117,12 +119,17 @@ async def put_point(request: web.Request) -> web.Response:
     except CommandError as exc:
         return _error(400, str(exc))
     try:
-        await node.submit(command)
+        result = await node.submit(command)
     except NotActive:
         return _not_active(node)
     except ProposalFailed as exc:
         return _error(503, str(exc))
-    return web.json_response(_point_json(name, node.image.points[name]))
+    if isinstance(result, Rejected):
+        return _error(409, result.reason)
+    if result is None:  # a virtual point: set at once
+        return web.json_response(_point_json(name, node.image.points[name]))
+    # a device point: committed as desired state; the active drives the device and records the read-back
+    return web.json_response({"name": name, "value": body["value"], "pending": True, "seq": result}, status=202)
 
 
 def _point_updates(body: Any, ts: float, source: str) -> UpdatePoints:
