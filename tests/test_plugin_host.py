@@ -3,6 +3,7 @@ follows failover and fail-back, is isolated when it fails, and a server missing 
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -203,3 +204,21 @@ def test_write_outstanding_at_failover_is_driven_once_by_the_new_active(make_clu
     confirmed = wait_for(lambda: (lambda p: p if p and p["value"] == 9 and p["desired"] is None else None)(point(cluster, "backup", "c1.sp")), 10, "backup to drive and confirm the write")
     assert confirmed["source"] == "counter:c1"
     assert [a["what"] for a in writes_of(cluster, "backup", "c1.sp")] == ["write c1.sp = 9"]
+
+
+def test_paused_active_never_polls_after_the_new_active_began(make_cluster, example_plugin, tmp_path):
+    env = {"PYTHONPATH": str(example_plugin)}
+    cluster = make_cluster(cluster={"plugins": ["example"]}, envs={"main": env, "backup": env}, failback="manual")
+    cluster.wait_active(name="main")
+    assert apply(cluster, tmp_path).returncode == 0
+    assert counting_on(cluster, "main", "c1.n")
+    cluster["main"].signal(signal.SIGSTOP)
+    assert cluster.wait_active(5) == "backup"
+    assert counting_on(cluster, "backup", "c1.n")
+    cluster["main"].signal(signal.SIGCONT)
+    wait_for(lambda: (cluster["main"].view() or {}).get("role") == "standby", 10, "main to resume as a standby")
+    wait_for(lambda: devices(cluster, "main") == {}, 1.0, "main to stop its drivers")
+    backup_term = cluster["backup"].view()["term"]
+    backup_first = min(a["wall"] for a in read_acts(cluster["backup"].spec.data_dir / "acts.log") if a["term"] == backup_term)
+    main_counts = [a["wall"] for a in read_acts(cluster["main"].spec.data_dir / "acts.log") if a["what"].startswith("count")]
+    assert main_counts and max(main_counts) < backup_first
