@@ -62,7 +62,7 @@ def _problems(prefix: str, exc: ValidationError) -> list[str]:
 def _specific(entry: BaseModel, model: type[BaseModel], where: str, problems: list[str]) -> dict[str, Any] | None:
     """Validate an entry's driver-specific keys with the driver's model; the normalised keys, or None."""
     try:
-        return model.model_validate(entry.model_extra or {}).model_dump(mode="json")
+        return model.model_validate(entry.model_extra or {}).model_dump(mode="json", by_alias=True)
     except ValidationError as exc:
         problems.extend(_problems(where, exc))
         return None

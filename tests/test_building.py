@@ -65,3 +65,16 @@ def test_export_gives_back_what_validates_to_the_same_documents():
     exported = export(image)
     assert exported["devices"] == [{"name": "ahu1", "driver": "echo", "period": 0.5}]
     assert plan(image, validate_building(exported, DRIVERS), "eve") is None
+
+
+def test_driver_keys_are_stored_as_users_write_them_even_when_aliased():
+    drivers = load_plugins(["modbus"]).drivers
+    building = {
+        "devices": [{"name": "m", "driver": "modbus", "host": "127.0.0.1"}],
+        "points": [{"name": "m.t", "device": "m", "register": "holding", "address": 1}],
+    }
+    point = validate_building(building, drivers)["points"]["m.t"]
+    assert point["register"] == "holding" and "kind" not in point
+    image = ProcessImage()
+    image.apply(plan(image, validate_building(building, drivers), "eve"))
+    assert plan(image, validate_building(export(image), drivers), "eve") is None

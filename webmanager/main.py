@@ -29,6 +29,7 @@ def cmd_run(config: TandemConfig, args: argparse.Namespace) -> int:
         level=getattr(logging, args.log_level),
         format=f"%(asctime)s {args.node} %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # it logs every failed retry; our driver logs loss and return once
     node = ClusterNode(config, args.node)
     plugins = load_plugins(_required_plugins(config) if node.me.is_server else [])  # the witness runs no plugins
     missing = plugins.missing(_required_plugins(config)) if node.me.is_server else []
