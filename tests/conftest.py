@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from modbus_device import DeviceProcess
 
 from cluster.cli import call_api
-from cluster.processes import LocalCluster, wait_for, write_config
+from cluster.processes import LocalCluster, free_ports, wait_for, write_config
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
@@ -80,3 +81,18 @@ def example_plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
         capture_output=True,
     )
     return target
+
+
+@pytest.fixture
+def devices() -> Iterator[Callable[..., DeviceProcess]]:
+    """Factory: start a test device process (on a free port, or the one given); all are killed afterwards."""
+    started: list[DeviceProcess] = []
+
+    def start(port: int | None = None) -> DeviceProcess:
+        device = DeviceProcess(port or free_ports(1)[0]).start()
+        started.append(device)
+        return device
+
+    yield start
+    for device in started:
+        device.kill()

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from modbus_device import DeviceProcess
 from pydantic import ValidationError
 from pymodbus.exceptions import ModbusException
 
@@ -52,21 +51,6 @@ def guard(tmp_path: Path) -> Iterator[ActGuard]:
     guard = ActGuard("test", lambda margin: 1, 0.0, tmp_path / "acts.log")
     yield guard
     guard.close()
-
-
-@pytest.fixture
-def devices() -> Iterator[Callable[..., DeviceProcess]]:
-    """Factory: start a test device process (on a free port, or the one given); all are killed afterwards."""
-    started: list[DeviceProcess] = []
-
-    def start(port: int | None = None) -> DeviceProcess:
-        device = DeviceProcess(port or free_ports(1)[0]).start()
-        started.append(device)
-        return device
-
-    yield start
-    for device in started:
-        device.kill()
 
 
 def make_driver(act: Callable[[str], int], port: int, points: dict[str, dict], name: str = "dev", **settings: Any) -> tuple[ModbusDriver, Collector]:

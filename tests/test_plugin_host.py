@@ -61,7 +61,7 @@ def counting_on(cluster, node: str, name: str) -> bool:
     return bool(wait_for(lambda: point(cluster, node, name)["value"] != first, 1.0, f"{name} changing on {node}"))
 
 
-def devices(cluster, node: str) -> dict:
+def device_status(cluster, node: str) -> dict:
     return (cluster[node].view() or {}).get("plugins", {}).get("devices", {})
 
 
@@ -74,7 +74,7 @@ def test_driver_runs_on_the_active_only_and_follows_failover(make_cluster, examp
     assert "5 document(s) changed" in result.stdout
     assert counting_on(cluster, "main", "c1.n") and counting_on(cluster, "backup", "c2.n")
     assert point(cluster, "backup", "c1.n")["source"] == "counter:c1"
-    assert set(devices(cluster, "main")) == {"c1", "c2"} and devices(cluster, "backup") == {}
+    assert set(device_status(cluster, "main")) == {"c1", "c2"} and device_status(cluster, "backup") == {}
     assert cluster["main"].view()["plugins"]["loaded"] == ["example"]
     assert cluster["witness"].view().get("plugins") is None  # the witness runs no plugins
 
@@ -86,7 +86,7 @@ def test_driver_runs_on_the_active_only_and_follows_failover(make_cluster, examp
     assert counting_on(cluster, "backup", "c1.n")
     cluster["main"].start()
     assert cluster.wait_active(15, "main") == "main"
-    wait_for(lambda: devices(cluster, "backup") == {}, 1.0, "backup to stop its drivers")
+    wait_for(lambda: device_status(cluster, "backup") == {}, 1.0, "backup to stop its drivers")
     assert counting_on(cluster, "main", "c2.n")
     main_term = cluster["main"].view()["term"]
     main_first = min(a["wall"] for a in read_acts(cluster["main"].spec.data_dir / "acts.log") if a["term"] == main_term)
@@ -99,11 +99,11 @@ def test_a_driver_failing_at_start_or_while_running_is_isolated_and_reported(mak
     cluster = make_cluster(cluster={"plugins": ["example"]}, envs={"main": env, "backup": env})
     cluster.wait_active(name="main")
     assert apply(cluster, tmp_path, c2_extra="fail_at_start = true").returncode == 0
-    wait_for(lambda: "no licence" in (devices(cluster, "main").get("c2", {}).get("error") or ""), 10, "c2's start error in status")
-    assert devices(cluster, "main")["c2"]["running"] is False
+    wait_for(lambda: "no licence" in (device_status(cluster, "main").get("c2", {}).get("error") or ""), 10, "c2's start error in status")
+    assert device_status(cluster, "main")["c2"]["running"] is False
     assert counting_on(cluster, "main", "c1.n")
     assert apply(cluster, tmp_path, c2_extra="fail_after = 3").returncode == 0
-    wait_for(lambda: "gave up after 3 counts" in (devices(cluster, "main").get("c2", {}).get("error") or ""), 10, "c2's error in status")
+    wait_for(lambda: "gave up after 3 counts" in (device_status(cluster, "main").get("c2", {}).get("error") or ""), 10, "c2's error in status")
     assert counting_on(cluster, "main", "c1.n")
     assert cluster.active() == "main"
     assert cluster.log("main").count("gave up after 3 counts") == 1  # logged once, though it is restarted and fails again
@@ -217,7 +217,7 @@ def test_paused_active_never_polls_after_the_new_active_began(make_cluster, exam
     assert counting_on(cluster, "backup", "c1.n")
     cluster["main"].signal(signal.SIGCONT)
     wait_for(lambda: (cluster["main"].view() or {}).get("role") == "standby", 10, "main to resume as a standby")
-    wait_for(lambda: devices(cluster, "main") == {}, 1.0, "main to stop its drivers")
+    wait_for(lambda: device_status(cluster, "main") == {}, 1.0, "main to stop its drivers")
     backup_term = cluster["backup"].view()["term"]
     backup_first = min(a["wall"] for a in read_acts(cluster["backup"].spec.data_dir / "acts.log") if a["term"] == backup_term)
     main_counts = [a["wall"] for a in read_acts(cluster["main"].spec.data_dir / "acts.log") if a["what"].startswith("count")]
