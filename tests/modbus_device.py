@@ -1,7 +1,7 @@
 """A Modbus TCP test device in its own process (a pymodbus simulator), driven by JSON lines on stdin.
 
 Layout (unit 1): coils and discrete inputs 0..63; holding registers 0..199 and 210..259 (200..209 is a hole: illegal
-address); input registers 0..199. Every register starts at 0, every bit at False.
+address); input registers 0..199 (or 0..N-1 with --registers N). Every register starts at 0, every bit at False.
 
 Commands (one JSON object per line, one JSON answer per line):
   {"op": "set", "register": "input", "address": 3, "values": [1, 2]}   -> {"ok": true}
@@ -26,16 +26,16 @@ from typing import Any
 FUNCTION = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}  # the read function code names the block
 
 
-def layout():  # imported here so that the test process does not need the simulator
+def layout(registers: int = 200):  # imported here so that the test process does not need the simulator
     from pymodbus.simulator import DataType, SimData, SimDevice
 
     bits = [SimData(0, count=64, values=False, datatype=DataType.BITS)]
     holding = [SimData(0, count=200, datatype=DataType.REGISTERS), SimData(210, count=50, datatype=DataType.REGISTERS)]
-    inputs = [SimData(0, count=200, datatype=DataType.REGISTERS)]
+    inputs = [SimData(0, count=registers, datatype=DataType.REGISTERS)]
     return SimDevice(id=1, simdata=(bits, list(bits), holding, inputs))
 
 
-async def serve(port: int) -> None:
+async def serve(port: int, registers: int) -> None:
     from pymodbus.server import ModbusTcpServer
 
     requests: list[list[Any]] = []
@@ -51,7 +51,7 @@ async def serve(port: int) -> None:
         nonlocal connections
         connections += 1 if connected else -1
 
-    server = ModbusTcpServer(layout(), address=("127.0.0.1", port), trace_pdu=trace_pdu, trace_connect=trace_connect)
+    server = ModbusTcpServer(layout(registers), address=("127.0.0.1", port), trace_pdu=trace_pdu, trace_connect=trace_connect)
     await server.serve_forever(background=True)
     loop = asyncio.get_running_loop()
     stdin = asyncio.StreamReader()
@@ -74,12 +74,13 @@ async def serve(port: int) -> None:
 class DeviceProcess:
     """The test side: start, kill, pause and resume the device process, and set or get its values."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, registers: int = 200) -> None:
         self.port = port
+        self.registers = registers
         self.process: subprocess.Popen[str] | None = None
 
     def start(self, timeout: float = 10.0) -> DeviceProcess:
-        command = [sys.executable, str(Path(__file__).resolve()), "--port", str(self.port)]
+        command = [sys.executable, str(Path(__file__).resolve()), "--port", str(self.port), "--registers", str(self.registers)]
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self._answer(timeout) == {"ready": self.port}
         return self
@@ -128,4 +129,6 @@ class DeviceProcess:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
-    asyncio.run(serve(parser.parse_args().port))
+    parser.add_argument("--registers", type=int, default=200, help="input registers 0..N-1 (default 200)")
+    arguments = parser.parse_args()
+    asyncio.run(serve(arguments.port, arguments.registers))

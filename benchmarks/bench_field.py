@@ -1,0 +1,110 @@
+"""Field I/O with Modbus devices: CPU of the active while polling, device change -> standby image latency, device-side failover gap."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from harness import millis, parser, report, running_cluster, seconds, summary, view
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from modbus_device import DeviceProcess  # noqa: E402 - the test device (a pymodbus simulator process)
+
+from cluster.cli import call_api  # noqa: E402
+from cluster.processes import LocalCluster, free_ports, wait_for  # noqa: E402
+
+DEVICES = 10
+REGISTERS = 500
+CPU_SECONDS = 20.0
+
+
+def building(ports: list[int]) -> str:
+    lines = []
+    for d, port in enumerate(ports):
+        lines += ["[[devices]]", f'name = "dev{d}"', 'driver = "modbus"', 'host = "127.0.0.1"', f"port = {port}", "poll_interval = 1.0"]
+        for r in range(REGISTERS):
+            lines += ["[[points]]", f'name = "dev{d}.r{r}"', f'device = "dev{d}"', 'register = "input"', f"address = {r}"]
+    return "\n".join(lines) + "\n"
+
+
+def apply(cluster: LocalCluster, text: str, directory: Path) -> None:
+    path = directory / "building.toml"
+    path.write_text(text)
+    command = [sys.executable, "-m", "webmanager.main", "config", "apply", str(path), "--config", str(cluster.config.path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def point_value(cluster: LocalCluster, node: str, name: str) -> object:
+    code, answer = call_api(cluster.config, cluster[node].spec.api, "GET", f"/api/v1/points/{name}")
+    return answer["value"] if code == 200 else None
+
+
+def change_latency(cluster: LocalCluster, device: DeviceProcess, register: int, value: int) -> float:
+    """Seconds from setting a register on the device to its value in the backup's image."""
+    started = time.time()
+    device.set("input", register, [value])
+    wait_for(lambda: point_value(cluster, "backup", f"dev0.r{register}") == value, 10, "the change on the backup", interval=0.005)
+    return time.time() - started
+
+
+def failover_gap(cluster: LocalCluster, device: DeviceProcess) -> tuple[float, float]:
+    """SIGKILL the active (main): (the device's last request before the kill to its first after it, kill to that first request)."""
+    cluster.wait_active(20, "main")
+    wait_for(lambda: device.stats()["requests"], 10, "the device to be polled")
+    killed = time.monotonic()
+    cluster["main"].kill()
+    after = wait_for(lambda: [r[3] for r in device.stats()["requests"] if r[3] > killed], 10, "the new active to poll the device")
+    before = max(r[3] for r in device.stats()["requests"] if r[3] <= killed)
+    cluster["main"].start()
+    cluster.wait_active(30, "main")  # auto fail-back, ready for the next run
+    return min(after) - before, min(after) - killed
+
+
+def main() -> int:
+    args = parser(__doc__).parse_args()
+    ports = free_ports(DEVICES)
+    devices = [DeviceProcess(port, REGISTERS).start() for port in ports]
+    try:
+        with running_cluster(args.keep) as cluster:
+            apply(cluster, building(ports), cluster.config.path.parent)
+            wait_for(lambda: view(cluster, "backup")["points"] >= DEVICES * REGISTERS, 60, "every register in the backup's image")
+            pid = cluster["main"].pid
+            cpu = []
+            for _ in range(args.runs):
+                start_cpu, start = cpu_seconds(pid), time.monotonic()
+                wait_for(lambda: time.monotonic() - start >= CPU_SECONDS / args.runs, CPU_SECONDS, "a CPU sample", interval=0.1)
+                cpu.append((cpu_seconds(pid) - start_cpu) / (time.monotonic() - start))
+            latency = [change_latency(cluster, devices[0], run % REGISTERS, 1000 + run) for run in range(max(args.runs, 50))]
+            gaps, resumed = zip(*(failover_gap(cluster, devices[0]) for _ in range(args.runs)), strict=True)
+    finally:
+        for device in devices:
+            device.kill()
+    ok = report(
+        "field I/O (Modbus)",
+        [
+            (f"CPU of the active polling {DEVICES}x{REGISTERS} registers at 1 s", summary(cpu), "< 30% of one core",
+             lambda v: f"{v * 100:.1f}%", lambda s: s["median"] < 0.3),
+            ("device change -> backup image (poll 1 s)", summary(latency), "p99 <= 1.1 s", millis,
+             lambda s: sorted(latency)[int(0.99 * (len(latency) - 1))] <= 1.1),
+            ("device-side failover gap after SIGKILL", summary(list(gaps)), "median <= 1.0 s", seconds, lambda s: s["median"] <= 1.0),
+            ("SIGKILL -> first poll by the new active", summary(list(resumed)), "(reported)", seconds, lambda s: None),
+        ],
+        {"latency_p50": sorted(latency)[len(latency) // 2], "latency_p99": sorted(latency)[int(0.99 * (len(latency) - 1))],
+         "samples": {"cpu": cpu, "latency": latency, "gaps": gaps, "resumed": resumed}},
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
