@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 import time
@@ -62,6 +63,8 @@ def failover_gap(cluster: LocalCluster, device: DeviceProcess) -> tuple[float, f
     """SIGKILL the active (main): (the device's last request before the kill to its first after it, kill to that first request)."""
     cluster.wait_active(20, "main")
     wait_for(lambda: device.stats()["requests"], 10, "the device to be polled")
+    moment = time.monotonic() + random.uniform(0.0, 1.0)  # kill at a random phase of the 1 s poll cycle
+    wait_for(lambda: time.monotonic() >= moment, 2, "the kill moment", interval=0.001)
     killed = time.monotonic()
     cluster["main"].kill()
     after = wait_for(lambda: [r[3] for r in device.stats()["requests"] if r[3] > killed], 10, "the new active to poll the device")
@@ -73,6 +76,7 @@ def failover_gap(cluster: LocalCluster, device: DeviceProcess) -> tuple[float, f
 
 def main() -> int:
     args = parser(__doc__).parse_args()
+    random.seed(1)
     ports = free_ports(DEVICES)
     devices = [DeviceProcess(port, REGISTERS).start() for port in ports]
     try:

@@ -18,7 +18,7 @@ from .types import DriverSpec
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "tandem"
-BUILTIN_PLUGINS: dict[str, str] = {"modbus": "plugins.modbus"}  # plugin name -> module; our own drivers and functions
+BUILTIN_PLUGINS: dict[str, str] = {"modbus": "plugins.modbus", "bacnet": "plugins.bacnet"}  # plugin name -> module; our own drivers and functions
 
 
 @dataclass(frozen=True)
