@@ -188,6 +188,8 @@ class ClusterNode:
             raise TransferFailed(f"{to} is the witness: it votes but never becomes active; transfer to a server")
         if target.name == self.name:
             raise TransferFailed(f"{to} is already this node")
+        if not self.raft.peer_eligible(target.raft):
+            raise TransferFailed(f"{to} reports that it may not become active (see its status: blocked)")
         if not self.is_active():
             raise TransferFailed(f"{self.name} is not the active server")
         if self._transfer is not None or self._pending_transfer is not None:
@@ -256,6 +258,7 @@ class ClusterNode:
     def _tick(self) -> None:
         raft = self.raft
         now = time.monotonic()
+        raft.eligible = self.me.is_server and self.blocked is None
         if self._transfer is None and self._pending_transfer is not None:
             transfer, self._pending_transfer = self._pending_transfer, None
             self._begin_transfer(transfer)
@@ -294,6 +297,7 @@ class ClusterNode:
         age = raft.ack_age(node.raft)
         return (
             raft.connected(node.raft)
+            and raft.peer_eligible(node.raft)
             and match is not None
             and raft.last_log_index - match <= CAUGHT_UP_SLACK
             and age is not None
@@ -302,7 +306,11 @@ class ClusterNode:
 
     def _hand_off(self, now: float) -> None:
         """The witness (or a blocked server) won an election: pass leadership at once to the best caught-up server."""
-        servers = [n for n in self.config.cluster.nodes if n.is_server and n.name != self.name and self.raft.connected(n.raft)]
+        servers = [
+            n
+            for n in self.config.cluster.nodes
+            if n.is_server and n.name != self.name and self.raft.connected(n.raft) and self.raft.peer_eligible(n.raft)
+        ]
         if not servers:
             return
         best = max(servers, key=lambda n: (self.raft.match_index(n.raft) or 0, n.role is Role.MAIN))

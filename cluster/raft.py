@@ -106,8 +106,10 @@ class _StampingTransport(TCPTransport):
         kind = message.get("type") if isinstance(message, dict) else None
         if kind == "append_entries":
             message["lt"] = raft_clock()
-        elif kind == "next_node_idx" and self._syncObj._echo is not None:
-            message["lt"], message["lterm"] = self._syncObj._echo
+        elif kind == "next_node_idx":
+            message["elig"] = self._syncObj.eligible
+            if self._syncObj._echo is not None:
+                message["lt"], message["lterm"] = self._syncObj._echo
         return super().send(node, message)
 
 
@@ -160,6 +162,8 @@ class RaftNode(SyncObj):
         self._lease_floor = -math.inf
         self._transfer_target: str | None = None
         self._echo: tuple[float, int] | None = None
+        self.eligible = True  # may this node become active? Sent to the leader with every answer to AppendEntries
+        self._peer_eligible: dict[str, bool] = {}
         self._snapshot_path = data_dir / "raft.snapshot"
         self._startup_snapshot = self._check_snapshot()
         self._writer = _SnapshotWriter(self._snapshot_path, fsync)
@@ -239,6 +243,10 @@ class RaftNode(SyncObj):
 
     def _node(self, address: str) -> Any:
         return self._nodes[address]
+
+    def peer_eligible(self, address: str) -> bool:
+        """Whether a follower last said it may become active (True until it has said anything)."""
+        return self._peer_eligible.get(address, True)
 
     def connected(self, address: str) -> bool:
         return self.isNodeConnected(self._node(address))
@@ -361,6 +369,8 @@ class RaftNode(SyncObj):
             return
         if kind == "request_vote" and not self._may_vote(node, message):
             return
+        if kind == "next_node_idx":
+            self._peer_eligible[node.id] = message.get("elig", True) is True
         if kind == "next_node_idx" and self.is_leader and message.get("lterm") == self.raftCurrentTerm:
             if message["lt"] > self._acked.get(node.id, -math.inf):
                 self._acked[node.id] = message["lt"]

@@ -222,3 +222,13 @@ def test_paused_active_never_polls_after_the_new_active_began(make_cluster, exam
     backup_first = min(a["wall"] for a in read_acts(cluster["backup"].spec.data_dir / "acts.log") if a["term"] == backup_term)
     main_counts = [a["wall"] for a in read_acts(cluster["main"].spec.data_dir / "acts.log") if a["what"].startswith("count")]
     assert main_counts and max(main_counts) < backup_first
+
+
+def test_a_main_without_a_required_plugin_gets_no_fail_back_and_no_transfer(make_cluster, example_plugin, tmp_path):
+    cluster = make_cluster(cluster={"plugins": ["example"], "failback_holdoff": 0.5}, envs={"backup": {"PYTHONPATH": str(example_plugin)}})
+    assert cluster.wait_active(15) == "backup"
+    wait_for(lambda: (cluster["main"].view() or {}).get("blocked"), 10, "main to report why it is blocked")
+    holds_for(lambda: cluster.active() == "backup", 3.0, "backup staying active (no fail-back to a blocked main)")
+    result = tandem(cluster, "transfer", "--to", "main", cwd=tmp_path)
+    assert result.returncode != 0 and "may not become active" in result.stderr
+    assert cluster.active() == "backup"

@@ -31,16 +31,17 @@ def cmd_run(config: TandemConfig, args: argparse.Namespace) -> int:
     )
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # it logs every failed retry; our driver logs loss and return once
     node = ClusterNode(config, args.node)
-    plugins = load_plugins(_required_plugins(config) if node.me.is_server else [])  # the witness runs no plugins
-    missing = plugins.missing(_required_plugins(config)) if node.me.is_server else []
-    if missing:
-        node.blocked = f"required plugins not loaded: {', '.join(missing)} (see the plugin problems); this server will not become active"
-        logger.error("%s", node.blocked)
+    node.blocked = "loading plugins"  # Raft starts (and catches up) while the plugins import
     try:
         node.start()
     except (JournalCorrupt, RaftError) as exc:
         print(f"tandem run: {args.node} refuses to start: {exc}", file=sys.stderr)
         return 2
+    plugins = load_plugins(_required_plugins(config) if node.me.is_server else [])  # the witness runs no plugins
+    missing = plugins.missing(_required_plugins(config)) if node.me.is_server else []
+    if missing:
+        logger.error("required plugins not loaded: %s; this server will not become active", ", ".join(missing))
+    node.blocked = f"required plugins not loaded: {', '.join(missing)} (see the plugin problems)" if missing else None
     app = create_app(node, plugins)
     if node.me.is_server:
         app.cleanup_ctx.append(_plugin_host(node, plugins))
