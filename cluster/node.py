@@ -297,7 +297,6 @@ class ClusterNode:
         age = raft.ack_age(node.raft)
         return (
             raft.connected(node.raft)
-            and raft.peer_eligible(node.raft)
             and match is not None
             and raft.last_log_index - match <= CAUGHT_UP_SLACK
             and age is not None
@@ -325,7 +324,8 @@ class ClusterNode:
             return
         if self._main_caught_up_since is None:
             self._main_caught_up_since = now
-        elif now - self._main_caught_up_since >= self.config.cluster.failback_holdoff:
+        elif now - self._main_caught_up_since >= self.config.cluster.failback_holdoff and self.raft.peer_eligible(main.raft):
+            # the hold-off runs while main may still be loading its plugins; it must be eligible only to hand back
             self._main_caught_up_since = None
             transfer = _Transfer(main, now + self.config.cluster.transfer_timeout, "fail-back")
             transfer.future.add_done_callback(_log_outcome)
