@@ -11,12 +11,9 @@ from pathlib import Path
 
 from harness import millis, parser, report, running_cluster, seconds, summary, view
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from modbus_device import DeviceProcess  # noqa: E402 - the test device (a pymodbus simulator process)
-
-from cluster.cli import call_api  # noqa: E402
-from cluster.processes import LocalCluster, free_ports, wait_for  # noqa: E402
+from cluster.cli import call_api
+from cluster.processes import LocalCluster, free_ports, wait_for
+from plugins.simulator.modbus import DeviceProcess
 
 DEVICES = 10
 REGISTERS = 500

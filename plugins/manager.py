@@ -18,7 +18,8 @@ from .types import DriverSpec
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "tandem"
-BUILTIN_PLUGINS: dict[str, str] = {"modbus": "plugins.modbus", "bacnet": "plugins.bacnet"}  # plugin name -> module; our own drivers and functions
+# plugin name -> module: our own drivers and functions, loaded through the same hooks as third-party plugins
+BUILTIN_PLUGINS: dict[str, str] = {"modbus": "plugins.modbus", "bacnet": "plugins.bacnet"}
 
 
 @dataclass(frozen=True)

@@ -10,34 +10,32 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from modbus_device import DeviceProcess
 
 from cluster.cli import call_api
-from cluster.processes import LocalCluster, free_ports, wait_for, write_config
+from cluster.processes import LocalCluster, wait_for
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 
 @pytest.fixture
-def make_cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., LocalCluster]]:
-    """Factory: `make_cluster(failback=..., cluster={...}, timers={...}, envs={node: {VAR: value}})` -> a started LocalCluster."""
+def make_cluster(tandem_cluster: Callable[..., LocalCluster], request: pytest.FixtureRequest) -> Iterator[Callable[..., LocalCluster]]:
+    """Factory: `tandem_cluster` (`make_cluster(failback=..., cluster={...}, timers={...}, envs={node: {VAR: value}})` -> a
+    started LocalCluster) that also keeps the node logs in test-artifacts/<test>/<cluster directory>/."""
     clusters: list[LocalCluster] = []
 
-    def make(start: bool = True, envs: dict[str, dict[str, str]] | None = None, **options: Any) -> LocalCluster:
-        cluster = LocalCluster(write_config(tmp_path / f"cluster{len(clusters)}", **options), envs=envs)
-        clusters.append(cluster)
-        if start:
-            cluster.start()
-        return cluster
+    def make(**options: Any) -> LocalCluster:
+        clusters.append(tandem_cluster(**options))
+        return clusters[-1]
 
     yield make
     for cluster in clusters:
-        cluster.stop()
+        cluster.stop()  # before tandem_cluster's teardown, so that the copies hold the logs' last lines
     target = ARTIFACTS / request.node.name
     shutil.rmtree(target, ignore_errors=True)
-    for log in tmp_path.glob("cluster*/*.log"):
-        (target / log.parent.name).mkdir(parents=True, exist_ok=True)
-        shutil.copy(log, target / log.parent.name / log.name)
+    for log in (node.log_path for cluster in clusters for node in cluster.nodes.values()):
+        if log.exists():
+            (target / log.parent.name).mkdir(parents=True, exist_ok=True)
+            shutil.copy(log, target / log.parent.name / log.name)
 
 
 def put(cluster: LocalCluster, point: str, value: Any) -> str:
@@ -81,18 +79,3 @@ def example_plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
         capture_output=True,
     )
     return target
-
-
-@pytest.fixture
-def devices() -> Iterator[Callable[..., DeviceProcess]]:
-    """Factory: start a test device process (on a free port, or the one given); all are killed afterwards."""
-    started: list[DeviceProcess] = []
-
-    def start(port: int | None = None) -> DeviceProcess:
-        device = DeviceProcess(port or free_ports(1)[0]).start()
-        started.append(device)
-        return device
-
-    yield start
-    for device in started:
-        device.kill()

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bacnet_device import DeviceProcess, free_udp_port
 from pydantic import ValidationError
 
 from cluster.guard import ActGuard, NotActive, read_acts
 from plugins.bacnet import BacnetDevice, BacnetDriver, BacnetError, BacnetPoint
 from plugins.manager import load_plugins
+from plugins.simulator.bacnet import DeviceProcess, free_udp_port
 from plugins.types import DeviceContext, Reading
 
 FAST = {"poll_interval": 0.1, "apdu_timeout": 0.5}
@@ -53,10 +53,9 @@ def info_logs(caplog: pytest.LogCaptureFixture) -> None:
 
 
 @pytest.fixture
-def device() -> Iterator[DeviceProcess]:
-    device = DeviceProcess().start()
-    yield device
-    device.kill()
+def device(tandem_bacnet_device: Callable[..., DeviceProcess]) -> DeviceProcess:
+    """One simulated BACnet device on a free port, killed after the test."""
+    return tandem_bacnet_device()
 
 
 def make_driver(act: Callable[[str], int], points: dict[str, dict], name: str = "dev", **settings: Any) -> tuple[BacnetDriver, Collector]:

@@ -53,8 +53,8 @@ def writes(device) -> list:
     return [request for request in device.stats()["requests"] if request[0] in (WRITE_SINGLE, WRITE_MULTIPLE)]
 
 
-def test_polling_and_writes_follow_the_active_server(make_cluster, devices, tmp_path):
-    device = devices()
+def test_polling_and_writes_follow_the_active_server(make_cluster, tandem_modbus_device, tmp_path):
+    device = tandem_modbus_device()
     device.set("input", 0, [215])
     cluster = make_cluster(failback="manual")
     cluster.wait_active(name="main")

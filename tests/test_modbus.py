@@ -53,7 +53,9 @@ def guard(tmp_path: Path) -> Iterator[ActGuard]:
     guard.close()
 
 
-def make_driver(act: Callable[[str], int], port: int, points: dict[str, dict], name: str = "dev", **settings: Any) -> tuple[ModbusDriver, Collector]:
+def make_driver(
+    act: Callable[[str], int], port: int, points: dict[str, dict], name: str = "dev", **settings: Any
+) -> tuple[ModbusDriver, Collector]:
     collector = Collector()
     context = DeviceContext(
         device=name,
@@ -118,8 +120,8 @@ POLLED = {  # point -> (keys, struct format, device value, expected reading); wo
 }
 
 
-async def test_polled_values_decode_every_register_kind_type_and_word_order(guard, devices) -> None:
-    device = devices()
+async def test_polled_values_decode_every_register_kind_type_and_word_order(guard, tandem_modbus_device) -> None:
+    device = tandem_modbus_device()
     for keys, fmt, raw, _ in POLLED.values():
         device.set(keys["register"], keys["address"], words(fmt, raw, keys.get("word_order", "big")))
     device.set("coil", 5, [True])
@@ -129,7 +131,8 @@ async def test_polled_values_decode_every_register_kind_type_and_word_order(guar
         "c6": {"register": "coil", "address": 6},
         "d7": {"register": "discrete", "address": 7},
     }
-    expected = {name: (value, "good") for name, (*_, value) in POLLED.items()} | {"c5": (True, "good"), "c6": (False, "good"), "d7": (True, "good")}
+    expected = {name: (value, "good") for name, (*_, value) in POLLED.items()}
+    expected |= {"c5": (True, "good"), "c6": (False, "good"), "d7": (True, "good")}
     driver, seen = make_driver(guard.act, device.port, points)
     async with running(driver):
         await until(lambda: {name: seen.value(name) for name in points} == expected, "every point decoded")
@@ -139,9 +142,10 @@ async def test_polled_values_decode_every_register_kind_type_and_word_order(guar
     assert isinstance(seen.latest["h_i32"].value, int) and isinstance(seen.latest["h_scaled"].value, float)
 
 
-async def test_writes_round_trip_and_read_back(guard, devices) -> None:
-    device = devices()
-    points = {name: keys for name, (keys, *_) in POLLED.items() if keys["register"] == "holding"} | {"c5": {"register": "coil", "address": 5}}
+async def test_writes_round_trip_and_read_back(guard, tandem_modbus_device) -> None:
+    device = tandem_modbus_device()
+    points = {name: keys for name, (keys, *_) in POLLED.items() if keys["register"] == "holding"}
+    points |= {"c5": {"register": "coil", "address": 5}}
     driver, seen = make_driver(guard.act, device.port, points)
     async with running(driver):
         await until(lambda: len(seen.latest) == len(points), "first poll")
@@ -157,7 +161,7 @@ async def test_writes_round_trip_and_read_back(guard, devices) -> None:
             assert await driver.write("c5", value) is bool(value)
             assert device.get("coil", 5) == [bool(value)]
         await driver.write("c5", True)
-        await until(lambda: all(seen.value(name) == (value, "good") for name, value in cases.items()) and seen.value("c5") == (True, "good"),
+        await until(lambda: all(seen.value(n) == (v, "good") for n, v in cases.items()) and seen.value("c5") == (True, "good"),
                     "the polled values to equal what was written")
         # one register: write_register (6); 32/64 bits: write_registers (16); a coil: write_coil (5)
         writes = {(fc, address) for fc, address, _, _ in device.stats()["requests"] if fc in (5, 6, 15, 16)}
@@ -175,9 +179,10 @@ async def test_writes_round_trip_and_read_back(guard, devices) -> None:
             await driver.write("nope", 1)
 
 
-async def test_read_only_kinds_refuse_writes(guard, devices) -> None:
-    device = devices()
-    driver, seen = make_driver(guard.act, device.port, {"d": {"register": "discrete", "address": 0}, "i": {"register": "input", "address": 0}})
+async def test_read_only_kinds_refuse_writes(guard, tandem_modbus_device) -> None:
+    device = tandem_modbus_device()
+    points = {"d": {"register": "discrete", "address": 0}, "i": {"register": "input", "address": 0}}
+    driver, seen = make_driver(guard.act, device.port, points)
     async with running(driver):
         await until(lambda: len(seen.latest) == 2, "first poll")
         with pytest.raises(ValueError, match="read-only discrete input"):
@@ -214,10 +219,11 @@ def test_blocks_merge_neighbours_within_max_gap_and_request_limits() -> None:
     assert len(plan_blocks(points_at("holding", [0]) | points_at("holding", [124], type="float32"), 200)) == 2  # would be 126
 
 
-async def test_ten_neighbours_are_read_with_one_request_and_requests_keep_their_gap(guard, devices) -> None:
-    device = devices()
+async def test_ten_neighbours_are_read_with_one_request_and_requests_keep_their_gap(guard, tandem_modbus_device) -> None:
+    device = tandem_modbus_device()
     points = {f"h{a}": {"register": "holding", "address": a} for a in range(20, 30)}
-    points |= {"h35": {"register": "holding", "address": 35}, "h60": {"register": "holding", "address": 60}, "i0": {"register": "input", "address": 0}}
+    points |= {"h35": {"register": "holding", "address": 35}, "h60": {"register": "holding", "address": 60}}
+    points |= {"i0": {"register": "input", "address": 0}}
     device.set("holding", 20, list(range(100, 110)))
     driver, seen = make_driver(guard.act, device.port, points, request_gap=0.02)
     async with running(driver):
@@ -229,8 +235,8 @@ async def test_ten_neighbours_are_read_with_one_request_and_requests_keep_their_
     assert min(gaps) >= 0.02 * 0.99
 
 
-async def test_polls_keep_a_fixed_rate_without_drift(guard, devices) -> None:
-    device = devices()
+async def test_polls_keep_a_fixed_rate_without_drift(guard, tandem_modbus_device) -> None:
+    device = tandem_modbus_device()
     points = {"h0": {"register": "holding", "address": 0}, "i0": {"register": "input", "address": 0}}
     driver, seen = make_driver(guard.act, device.port, points, poll_interval=0.1, request_gap=0.02)  # each poll takes > 20 ms
     async with running(driver):
@@ -242,8 +248,8 @@ async def test_polls_keep_a_fixed_rate_without_drift(guard, devices) -> None:
 # ---- exception responses ----
 
 
-async def test_illegal_address_is_a_config_error_of_that_point_only(guard, devices) -> None:
-    device = devices()  # holding 200..209 is a hole, holding ends at 259, input at 199, coils at 63
+async def test_illegal_address_is_a_config_error_of_that_point_only(guard, tandem_modbus_device) -> None:
+    device = tandem_modbus_device()  # holding 200..209 is a hole, holding ends at 259, input at 199, coils at 63
     device.set("holding", 198, [1, 2])
     device.set("holding", 212, [3])
     points = {
@@ -254,7 +260,8 @@ async def test_illegal_address_is_a_config_error_of_that_point_only(guard, devic
     }
     driver, seen = make_driver(guard.act, device.port, points)
     expected = {"h198": (1, "good"), "h199": (2, "good"), "h212": (3, "good"), "c1": (False, "good"),
-                "hole": (None, "config-error"), "far": (None, "config-error"), "i199": (None, "config-error"), "c100": (None, "config-error")}
+                "hole": (None, "config-error"), "far": (None, "config-error"), "i199": (None, "config-error"),
+                "c100": (None, "config-error")}
     async with running(driver):
         await until(lambda: {name: seen.value(name) for name in points} == expected, "config-error on the bad points only")
         polls = seen.reports
@@ -269,11 +276,12 @@ async def test_illegal_address_is_a_config_error_of_that_point_only(guard, devic
 # ---- lost, missing and paused devices ----
 
 
-async def test_killed_device_goes_comm_failure_and_returns_with_one_log_line_each(guard, devices, caplog, tmp_path) -> None:
+async def test_killed_device_goes_comm_failure_and_returns_with_one_log_line_each(guard, tandem_modbus_device, caplog, tmp_path) -> None:
     caplog.set_level(logging.INFO, logger="test.modbus.dev")
-    device = devices()
+    device = tandem_modbus_device()
     device.set("holding", 0, [42])
-    driver, seen = make_driver(guard.act, device.port, {"h": {"register": "holding", "address": 0}, "c": {"register": "coil", "address": 0}})
+    points = {"h": {"register": "holding", "address": 0}, "c": {"register": "coil", "address": 0}}
+    driver, seen = make_driver(guard.act, device.port, points)
     async with running(driver):
         await until(lambda: seen.value("h") == (42, "good"), "the first value")
         device.kill()
@@ -292,22 +300,22 @@ def connects(tmp_path: Path, device: str = "dev") -> int:
     return sum(act["what"] == f"modbus connect {device}" for act in read_acts(tmp_path / "acts.log"))
 
 
-async def test_first_connect_is_retried_until_the_device_appears(guard, devices, caplog, tmp_path) -> None:
+async def test_first_connect_is_retried_until_the_device_appears(guard, tandem_modbus_device, caplog, tmp_path) -> None:
     caplog.set_level(logging.INFO, logger="test.modbus.dev")
     port = free_ports(1)[0]
     driver, seen = make_driver(guard.act, port, {"h": {"register": "holding", "address": 3}})
     async with running(driver):
         await until(lambda: seen.value("h") == (None, "comm-failure"), "comm-failure before the device exists")
         await until(lambda: connects(tmp_path) >= 3, "connect attempts")
-        device = devices(port)
+        device = tandem_modbus_device(port=port)
         device.set("holding", 3, [7])
         await until(lambda: seen.value("h") == (7, "good"), "the device to be found")
     assert len(log_lines(caplog, "dev", logging.WARNING, "is unreachable")) == 1
     assert len(log_lines(caplog, "dev", logging.INFO, "is reachable again")) == 1
 
 
-async def test_paused_device_goes_comm_failure_within_its_timeout_and_does_not_stall_another(guard, devices) -> None:
-    paused, other = devices(), devices()
+async def test_paused_device_goes_comm_failure_within_its_timeout_and_does_not_stall_another(guard, tandem_modbus_device) -> None:
+    paused, other = tandem_modbus_device(), tandem_modbus_device()
     points = {"h": {"register": "holding", "address": 0}}
     driver_a, seen_a = make_driver(guard.act, paused.port, points, name="a", timeout=0.3)
     driver_b, seen_b = make_driver(guard.act, other.port, points, name="b", timeout=0.3)
@@ -337,8 +345,8 @@ async def stop_within(task: asyncio.Task, budget: float = 0.15) -> None:
     assert task.cancelled()  # CancelledError was not swallowed
 
 
-async def test_cancellation_ends_run_quickly_and_closes_the_connection(guard, devices) -> None:
-    device = devices()
+async def test_cancellation_ends_run_quickly_and_closes_the_connection(guard, tandem_modbus_device) -> None:
+    device = tandem_modbus_device()
     points = {"h": {"register": "holding", "address": 0}}
     driver, seen = make_driver(guard.act, device.port, points)
     task = asyncio.create_task(driver.run())
@@ -362,8 +370,8 @@ async def test_cancellation_ends_run_quickly_and_closes_the_connection(guard, de
     await stop_within(task)
 
 
-async def test_losing_the_active_role_stops_requests(devices, tmp_path) -> None:
-    device = devices()
+async def test_losing_the_active_role_stops_requests(tandem_modbus_device, tmp_path) -> None:
+    device = tandem_modbus_device()
     active = {"now": True}
     guard = ActGuard("flip", lambda margin: 1 if active["now"] else None, 0.0, tmp_path / "acts.log")
     try:

@@ -1,25 +1,17 @@
-"""A simulated BACnet/IP device, a real bacpypes3 application in its own process (`python tests/bacnet_device.py --port P`),
-and `DeviceProcess`, the test side that starts, kills, pauses and commands it.
-
-The device prints `ready` once bound, then takes commands on stdin, one per line, each answered on stdout:
-`set <type,instance> <value>` changes a present value as the device's own logic would (`ok ...`), and
-`stats` prints `stats {"<request type>": count, ...}`, the requests the device has served. EOF ends it.
-"""
+"""A simulated BACnet/IP device (a real bacpypes3 application) in its own process, driven by text lines on stdin."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
-import os
-import select
-import signal
+import random
 import socket
-import subprocess
 import sys
 import threading
 from collections import Counter
-from pathlib import Path
+from typing import Any
 
 from bacpypes3.ipv4.app import NormalApplication
 from bacpypes3.local.analog import AnalogValueObject, AnalogValueObjectCmd
@@ -28,12 +20,27 @@ from bacpypes3.local.device import DeviceObject
 from bacpypes3.pdu import Address
 from bacpypes3.primitivedata import ObjectIdentifier
 
+from .process import SimulatorProcess
+
 STATUS = {"statusFlags": [0, 0, 0, 0], "eventState": "normal", "outOfService": False}
+ROOMS = 3  # --wander adds analog-value,3..5 ("room-1".."room-3")
 
 
-def objects() -> list:
+def objects(wandering: bool = False) -> list:
     """The device's objects (bacpypes3 objects need a running loop): analog-value,1 is commandable (priority array,
-    relinquish default 20.0) and reports COV beyond 0.5; analog-value,2 and binary-value,1 are plain values."""
+    relinquish default 20.0) and reports COV beyond 0.5; analog-value,2 and binary-value,1 are plain values. With
+    `wandering`, room temperatures analog-value,3.. (COV beyond 0.2) join them."""
+    rooms = [
+        AnalogValueObject(
+            objectIdentifier=f"analog-value,{3 + i}",
+            objectName=f"room-{1 + i}",
+            presentValue=round(random.uniform(20.0, 23.0), 1),
+            covIncrement=0.2,
+            units="degreesCelsius",
+            **STATUS,
+        )
+        for i in range(ROOMS if wandering else 0)
+    ]
     return [
         AnalogValueObjectCmd(
             objectIdentifier="analog-value,1",
@@ -53,19 +60,31 @@ def objects() -> list:
             **STATUS,
         ),
         BinaryValueObject(objectIdentifier="binary-value,1", objectName="fan", presentValue="active", **STATUS),
+        *rooms,
     ]
 
 
 class SimApplication(NormalApplication):
     """A normal BACnet/IP application that counts the requests it serves."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.counts: Counter[str] = Counter()
 
-    async def indication(self, apdu) -> None:
+    async def indication(self, apdu: Any) -> None:
         self.counts[type(apdu).__name__] += 1
         await super().indication(apdu)
+
+
+async def wander(app: SimApplication, period: float = 1.0) -> None:
+    """The demo profile: every `period`, the plain temperatures (analog-value,2 and the rooms) take a small random step
+    back toward 21.5 °C, staying within 19..24 °C; now and then the change since the last notification exceeds covIncrement."""
+    drifting = [app.get_object_id(ObjectIdentifier(f"analog-value,{i}")) for i in range(2, 3 + ROOMS)]
+    while True:
+        await asyncio.sleep(period)
+        for obj in drifting:
+            value = obj.presentValue + 0.05 * (21.5 - obj.presentValue) + random.gauss(0, 0.1)
+            obj.presentValue = round(min(24.0, max(19.0, value)), 2)
 
 
 def command(app: SimApplication, line: str) -> None:
@@ -81,15 +100,16 @@ def command(app: SimApplication, line: str) -> None:
     print(f"ok {line}", flush=True)
 
 
-async def main(port: int, instance: int) -> None:
+async def main(port: int, instance: int, wandering: bool = False) -> None:
+    """Serve device `instance` on 127.0.0.1:`port` and answer the commands on stdin (see DeviceProcess) until EOF."""
     device = DeviceObject(objectIdentifier=("device", instance), objectName=f"sim-{instance}", vendorIdentifier=999)
     app = SimApplication(device, Address(f"127.0.0.1:{port}"))
-    for obj in objects():
+    for obj in objects(wandering):
         app.add_object(obj)
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
 
-    def read_commands() -> None:  # a thread: the test's commands come on stdin; EOF ends the device
+    def read_commands() -> None:  # a thread: the commands come on stdin; EOF ends the device
         for line in sys.stdin:
             if line.strip():
                 loop.call_soon_threadsafe(command, app, line.strip())
@@ -97,10 +117,15 @@ async def main(port: int, instance: int) -> None:
 
     await app.normal.server._local_transport_ready.wait()  # bound: requests from now on are served
     threading.Thread(target=read_commands, daemon=True).start()
+    drift = asyncio.create_task(wander(app)) if wandering else None
     print("ready", flush=True)
     try:
         await done.wait()
     finally:
+        if drift is not None:
+            drift.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await drift
         app.close()
 
 
@@ -110,33 +135,33 @@ def free_udp_port() -> int:
         return probe.getsockname()[1]
 
 
-class DeviceProcess:
-    """The test side: start, kill, pause and resume the device process, change its values, count its requests."""
+class DeviceProcess(SimulatorProcess):
+    """The controlling side: start, kill, pause and resume the device process, change its values, count its requests.
 
-    def __init__(self, port: int | None = None, instance: int = 1001) -> None:
-        self.port = port or free_udp_port()
+    The device prints `ready` once bound, then takes commands on stdin, one per line, each answered on stdout:
+    `set <type,instance> <value>` changes a present value as the device's own logic would (`ok ...`), and
+    `stats` prints `stats {"<request type>": count, ...}`, the requests the device has served. EOF ends it.
+    With `wander=True` it runs the demo profile (see `wander`).
+    """
+
+    kind = "BACnet device"
+
+    def __init__(self, port: int | None = None, instance: int = 1001, wander: bool = False) -> None:
+        super().__init__(port or free_udp_port())
         self.instance = instance
+        self.wander = wander
         self.address = f"127.0.0.1:{self.port}"
-        self.process: subprocess.Popen[str] | None = None
 
     def start(self) -> DeviceProcess:
-        command = [sys.executable, str(Path(__file__).resolve()), "--port", str(self.port), "--instance", str(self.instance)]
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._spawn("plugins.simulator.bacnet", "--instance", str(self.instance), *(["--wander"] if self.wander else []))
         assert self._answer(15.0) == "ready"
         return self
 
     def _answer(self, timeout: float) -> str:
-        assert self.process is not None and self.process.stdout is not None
-        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
-        line = self.process.stdout.readline() if ready else ""
-        if not line:
-            raise RuntimeError(f"BACnet test device on port {self.port} did not answer within {timeout} s")
-        return line.strip()
+        return self._line(timeout).strip()
 
     def command(self, line: str) -> str:
-        assert self.process is not None and self.process.stdin is not None
-        self.process.stdin.write(line + "\n")
-        self.process.stdin.flush()
+        self._send(line)
         answer = self._answer(5.0)
         assert not answer.startswith("error"), answer
         return answer
@@ -147,28 +172,12 @@ class DeviceProcess:
     def stats(self) -> Counter[str]:
         return Counter(json.loads(self.command("stats").removeprefix("stats ")))
 
-    def pause(self) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGCONT)
-
-    def kill(self) -> None:
-        if self.process is not None:
-            os.kill(self.process.pid, signal.SIGCONT)  # a paused process dies as well, but its pipes are cleaner this way
-            self.process.kill()
-            self.process.wait(10)
-            for pipe in (self.process.stdin, self.process.stdout):
-                if pipe is not None:
-                    pipe.close()
-            self.process = None
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="a simulated BACnet/IP device")
+    parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--instance", type=int, default=1001)
+    parser.add_argument("--wander", action="store_true", help="drift analog-value,2 and add rooms analog-value,3..5 (19..24 °C)")
     args = parser.parse_args()
-    asyncio.run(main(args.port, args.instance))
+    asyncio.run(main(args.port, args.instance, args.wander))

@@ -1,0 +1,54 @@
+"""The controlling side of a simulated device process: start it with `python -m`, exchange lines, pause, resume, kill."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+
+
+class SimulatorProcess:
+    """One simulated device process that reads commands on stdin and answers one line each on stdout."""
+
+    kind = "device"
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.process: subprocess.Popen[str] | None = None
+
+    def _spawn(self, module: str, *args: str) -> None:
+        command = [sys.executable, "-m", module, "--port", str(self.port), *args]
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def _line(self, timeout: float) -> str:
+        assert self.process is not None and self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        line = self.process.stdout.readline() if ready else ""
+        if not line:
+            raise RuntimeError(f"simulated {self.kind} on port {self.port} did not answer within {timeout} s")
+        return line
+
+    def _send(self, line: str) -> None:
+        assert self.process is not None and self.process.stdin is not None
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+
+    def pause(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGCONT)
+
+    def kill(self) -> None:
+        if self.process is not None:
+            os.kill(self.process.pid, signal.SIGCONT)  # a paused process dies as well, but its pipes are cleaner this way
+            self.process.kill()
+            self.process.wait(10)
+            for pipe in (self.process.stdin, self.process.stdout):
+                if pipe is not None:
+                    pipe.close()
+            self.process = None
