@@ -1,4 +1,4 @@
-"""`tandem demo`: main, backup and witness on loopback with a fresh data dir, until Ctrl-C or --duration."""
+"""`tandem demo`: main, backup and witness on loopback with a fresh data dir and simulated devices, until Ctrl-C or --duration."""
 
 from __future__ import annotations
 
@@ -6,19 +6,44 @@ import argparse
 import shutil
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
+from cluster.cli import call_api
 from cluster.config import TandemConfig
 from cluster.processes import LocalCluster
+from plugins.simulator.process import SimulatorProcess
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "config" / "demo.toml"
+DEMO_BUILDING = DEMO_CONFIG.with_name("demo-building.toml")
 START_TIMEOUT = 20.0
+
+
+def _start_devices() -> list[SimulatorProcess]:
+    """The simulated devices of the demo building, with values that wander (ports as in config/demo-building.toml)."""
+    from plugins.simulator import bacnet, modbus  # here, not at the top: `tandem run` must not pay for importing bacpypes3
+
+    devices: list[SimulatorProcess] = []
+    try:
+        for device in (modbus.DeviceProcess(15020, wander=True), modbus.DeviceProcess(15021, wander=True)):
+            devices.append(device.start())
+        devices.append(bacnet.DeviceProcess(47820, wander=True).start())
+    except Exception:
+        for device in devices:
+            device.kill()
+        raise
+    return devices
 
 
 def run_demo(config: TandemConfig, args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="tandem-demo-"))
     config_path = workdir / "cluster.toml"
     shutil.copyfile(config.path, config_path)
+    try:
+        devices = _start_devices()
+    except (OSError, RuntimeError) as exc:
+        print(f"cannot start the simulated devices (ports 15020, 15021, 47820 in use?): {exc}")
+        return 1
     cluster = LocalCluster(config_path)
     cluster.start()
     try:
@@ -27,6 +52,11 @@ def run_demo(config: TandemConfig, args: argparse.Namespace) -> int:
         except TimeoutError:
             print(f"no node became active within {START_TIMEOUT:.0f} s; logs are in {workdir}")
             return 1
+        building = tomllib.loads(DEMO_BUILDING.read_text())
+        code, answer = call_api(cluster.config, cluster[active].spec.api, "POST", "/api/v1/config", building)
+        if code != 200:
+            print(f"applying {DEMO_BUILDING} failed: {answer}")
+            return 1
         _print_intro(cluster, workdir, config_path, active)
         _watch(cluster, active, args.duration)
     except KeyboardInterrupt:
@@ -34,6 +64,8 @@ def run_demo(config: TandemConfig, args: argparse.Namespace) -> int:
     finally:
         print("stopping the demo cluster ...")
         cluster.stop()
+        for device in devices:
+            device.kill()
     print(f"stopped; data and logs remain in {workdir}")
     return 0
 
@@ -42,11 +74,15 @@ def _print_intro(cluster: LocalCluster, workdir: Path, config_path: Path, active
     print(f'Tandem demo cluster "{cluster.config.cluster.name}" is running; data and logs in {workdir}')
     for name, node in cluster.nodes.items():
         print(f"  {name:8} {node.spec.role.value:8} raft {node.spec.raft:16} api http://{node.spec.api}  pid {node.pid}")
+    print("  simulated devices: ahu1 modbus 127.0.0.1:15020, meter1 modbus 127.0.0.1:15021, rooms bacnet 127.0.0.1:47820")
+    print(f"  building: {DEMO_BUILDING} (applied)")
     print(f"active: {active}\n")
     print("Try, in another terminal:")
     print(f"  export TANDEM_CONFIG={config_path}")
     print("  tandem status")
-    print("  tandem put hall.setpoint 21.5 && tandem get hall.setpoint --json")
+    print("  tandem get ahu1.supply_temp --json     # live values from the simulated devices")
+    print("  tandem put ahu1.setpoint 19.5          # written to the device, then read back")
+    print("  tandem config export                   # the building configuration")
     print(f"  kill -9 {cluster['main'].pid}        # kill main: the backup becomes active within a second")
     print("  tandem status                 # then watch the roles change here")
     print("  tandem transfer --to backup   # move the active role on purpose")
