@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import select
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 from cluster.processes import wait_for
@@ -20,13 +21,15 @@ def tandem(*args: str, config: str) -> subprocess.CompletedProcess[str]:
 
 
 def read_until(process: subprocess.Popen[str], marker: str, timeout: float) -> str:
+    """The demo's output up to the line holding `marker` (read by a thread: select() cannot see a text stream's buffer)."""
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
     seen, deadline = "", time.monotonic() + timeout
     while marker not in seen:
-        ready, _, _ = select.select([process.stdout], [], [], max(0.0, deadline - time.monotonic()))
-        line = process.stdout.readline() if ready else ""
-        if not line:
-            raise AssertionError(f"the demo did not print {marker!r}; it printed:\n{seen}")
-        seen += line
+        try:
+            seen += lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(f"the demo did not print {marker!r}; it printed:\n{seen}") from None
     return seen
 
 

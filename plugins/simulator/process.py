@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
-import select
+import queue
 import signal
 import subprocess
 import sys
+import threading
+from typing import Any
 
 
 class SimulatorProcess:
@@ -17,15 +19,20 @@ class SimulatorProcess:
     def __init__(self, port: int) -> None:
         self.port = port
         self.process: subprocess.Popen[str] | None = None
+        self._lines: queue.Queue[str] = queue.Queue()
 
     def _spawn(self, module: str, *args: str) -> None:
         command = [sys.executable, "-m", module, "--port", str(self.port), *args]
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._lines = queue.Queue()
+        # A reader thread, not select() + readline(): the text stream buffers ahead, and select() does not see that.
+        threading.Thread(target=_pump, args=(self.process.stdout, self._lines), daemon=True).start()
 
     def _line(self, timeout: float) -> str:
-        assert self.process is not None and self.process.stdout is not None
-        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
-        line = self.process.stdout.readline() if ready else ""
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            line = ""
         if not line:
             raise RuntimeError(f"simulated {self.kind} on port {self.port} did not answer within {timeout} s")
         return line
@@ -52,3 +59,10 @@ class SimulatorProcess:
                 if pipe is not None:
                     pipe.close()
             self.process = None
+
+
+def _pump(stream: Any, lines: queue.Queue[str]) -> None:
+    """Hand every line of `stream` to `lines`; an empty string marks its end."""
+    for line in stream:
+        lines.put(line)
+    lines.put("")
