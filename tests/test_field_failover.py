@@ -79,3 +79,35 @@ def test_polling_and_writes_follow_the_active_server(make_cluster, tandem_modbus
     device.set("input", 0, [230])
     wait_for(lambda: (value(cluster, "backup", "ahu1.supply_temp") or {}).get("value") == 23.0, 5, "the backup polling the device")
     assert len(writes(device)) == 1  # the confirmed write was not repeated by the new active
+
+
+ROOMS = """
+[[devices]]
+name = "rooms"
+driver = "bacnet"
+address = "{address}"
+poll_interval = 30.0
+
+[[points]]
+name = "room.temp"
+device = "rooms"
+object = "analog-value,2"
+cov = true
+"""
+
+
+def test_cov_subscription_moves_to_the_new_active(make_cluster, tandem_bacnet_device, tmp_path):
+    device = tandem_bacnet_device()
+    cluster = make_cluster(failback="manual")
+    cluster.wait_active(name="main")
+    (tmp_path / "rooms.toml").write_text(ROOMS.format(address=device.address))
+    applied = tandem(cluster, "config", "apply", str(tmp_path / "rooms.toml"), cwd=tmp_path)
+    assert applied.returncode == 0, applied.stderr
+    device.set("analog-value,2", 23.5)
+    wait_for(lambda: (value(cluster, "backup", "room.temp") or {}).get("value") == 23.5, 10, "the COV change on the backup")
+    cluster["main"].kill()
+    assert cluster.wait_active(5) == "backup"
+    device.set("analog-value,2", 24.0)  # the new active's first read or its subscription brings this
+    wait_for(lambda: (value(cluster, "backup", "room.temp") or {}).get("value") == 24.0, 10, "the backup reading the device")
+    device.set("analog-value,2", 25.0)  # its next poll is 30 s away: only its COV subscription brings this in time
+    wait_for(lambda: (value(cluster, "backup", "room.temp") or {}).get("value") == 25.0, 5, "the COV change through the new active")
