@@ -3,6 +3,7 @@ an operator write reaches the device exactly once, and a confirmed write is neve
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -111,3 +112,23 @@ def test_cov_subscription_moves_to_the_new_active(make_cluster, tandem_bacnet_de
     wait_for(lambda: (value(cluster, "backup", "room.temp") or {}).get("value") == 24.0, 10, "the backup reading the device")
     device.set("analog-value,2", 25.0)  # its next poll is 30 s away: only its COV subscription brings this in time
     wait_for(lambda: (value(cluster, "backup", "room.temp") or {}).get("value") == 25.0, 5, "the COV change through the new active")
+
+
+def test_paused_active_sends_the_device_nothing_after_the_new_active_began(make_cluster, tandem_modbus_device, tmp_path):
+    device = tandem_modbus_device()
+    device.set("input", 0, [215])
+    cluster = make_cluster(failback="manual")
+    cluster.wait_active(name="main")
+    (tmp_path / "building.toml").write_text(BUILDING.format(port=device.port))
+    assert tandem(cluster, "config", "apply", str(tmp_path / "building.toml"), cwd=tmp_path).returncode == 0
+    wait_for(lambda: (value(cluster, "backup", "ahu1.supply_temp") or {}).get("value") == 21.5, 10, "21.5 in the backup's image")
+    old = device.stats()["requests"][-1][4]  # the connection of main's driver
+    cluster["main"].signal(signal.SIGSTOP)
+    assert cluster.wait_active(5) == "backup"
+    first_new = wait_for(lambda: [r[3] for r in device.stats()["requests"] if r[4] != old], 5, "the backup's driver polling")[0]
+    cluster["main"].signal(signal.SIGCONT)
+    wait_for(lambda: (cluster["main"].view() or {}).get("role") == "standby", 10, "main to resume as a standby")
+    wait_for(lambda: (cluster["main"].view() or {}).get("plugins", {}).get("devices") == {}, 2, "main to stop its driver")
+    late = [r for r in device.stats()["requests"] if r[4] == old and r[3] >= first_new]
+    assert late == [], f"the old active sent {len(late)} requests after the new active's first"
+    assert [r for r in device.stats()["requests"] if r[4] != old and r[3] > first_new]  # while the new active keeps polling

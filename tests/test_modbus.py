@@ -164,7 +164,7 @@ async def test_writes_round_trip_and_read_back(guard, tandem_modbus_device) -> N
         await until(lambda: all(seen.value(n) == (v, "good") for n, v in cases.items()) and seen.value("c5") == (True, "good"),
                     "the polled values to equal what was written")
         # one register: write_register (6); 32/64 bits: write_registers (16); a coil: write_coil (5)
-        writes = {(fc, address) for fc, address, _, _ in device.stats()["requests"] if fc in (5, 6, 15, 16)}
+        writes = {(fc, address) for fc, address, *_ in device.stats()["requests"] if fc in (5, 6, 15, 16)}
         assert writes == {(6, 0), (6, 1), (16, 2), (16, 4), (16, 6), (16, 8), (16, 10), (16, 14), (6, 18), (5, 5)}
 
         refused = {"h_u16": 70000, "h_i32": -(2**31) - 1, "h_f32": 1e39, "h_scaled": 4000, "c5": 2}  # 4000 -> raw 40100 > int16
@@ -229,7 +229,7 @@ async def test_ten_neighbours_are_read_with_one_request_and_requests_keep_their_
     async with running(driver):
         await until(lambda: seen.value("h29") == (109, "good") and seen.reports >= 5, "five polls")
     requests = device.stats()["requests"]
-    reads = {(fc, address, count) for fc, address, count, _ in requests}
+    reads = {(fc, address, count) for fc, address, count, *_ in requests}
     assert reads == {(3, 20, 16), (3, 60, 1), (4, 0, 1)}  # 20..29 and 35 in one request, 60 on its own
     gaps = [later[3] - earlier[3] for earlier, later in pairwise(requests)]
     assert min(gaps) >= 0.02 * 0.99
@@ -241,7 +241,7 @@ async def test_polls_keep_a_fixed_rate_without_drift(guard, tandem_modbus_device
     driver, seen = make_driver(guard.act, device.port, points, poll_interval=0.1, request_gap=0.02)  # each poll takes > 20 ms
     async with running(driver):
         await until(lambda: seen.reports >= 12, "twelve polls")
-    starts = [t for fc, _, _, t in device.stats()["requests"] if fc == 3]
+    starts = [t for fc, _, _, t, _ in device.stats()["requests"] if fc == 3]
     assert abs(starts[11] - starts[1] - 1.0) < 0.1, starts  # sleeping 0.1 s after each poll would drift by 0.2 s
 
 
@@ -269,7 +269,7 @@ async def test_illegal_address_is_a_config_error_of_that_point_only(guard, tande
         assert {name: seen.value(name) for name in points} == expected
         with pytest.raises(ModbusException, match="refused the write to hole"):
             await driver.write("hole", 1)
-    merged = [(fc, address, count) for fc, address, count, _ in device.stats()["requests"] if (fc, address) == (3, 198)]
+    merged = [(fc, address, count) for fc, address, count, *_ in device.stats()["requests"] if (fc, address) == (3, 198)]
     assert merged[0] == (3, 198, 15) and set(merged[1:]) == {(3, 198, 1)}  # the failed block was split once, for good
 
 

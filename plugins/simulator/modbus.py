@@ -44,13 +44,14 @@ async def wander(server: Any, registers: int, period: float = 1.0) -> None:
 async def serve(port: int, registers: int, wandering: bool = False) -> None:
     """Serve unit 1 on 127.0.0.1:`port` and answer the commands on stdin (see DeviceProcess) until stdin closes."""
     from pymodbus.server import ModbusTcpServer
+    from pymodbus.server.requesthandler import ServerRequestHandler
 
     requests: list[list[Any]] = []
     connections = 0
 
-    def trace_pdu(sending: bool, pdu: Any) -> Any:
+    def record(connection: int, sending: bool, pdu: Any) -> Any:
         if not sending:
-            requests.append([pdu.function_code, pdu.address, getattr(pdu, "count", 1), time.monotonic()])
+            requests.append([pdu.function_code, pdu.address, getattr(pdu, "count", 1), time.monotonic(), connection])
             del requests[:-1000]
         return pdu
 
@@ -58,7 +59,17 @@ async def serve(port: int, registers: int, wandering: bool = False) -> None:
         nonlocal connections
         connections += 1 if connected else -1
 
-    server = ModbusTcpServer(layout(registers), address=("127.0.0.1", port), trace_pdu=trace_pdu, trace_connect=trace_connect)
+    class TracingServer(ModbusTcpServer):
+        """Numbers its connections, so that every recorded request names the connection (the client) that sent it."""
+
+        accepted = 0
+
+        def callback_new_connection(self) -> Any:  # pymodbus 3.16.1's hook for a new client (the version is pinned)
+            TracingServer.accepted += 1
+            serial = TracingServer.accepted
+            return ServerRequestHandler(self, self.trace_packet, lambda sending, pdu: record(serial, sending, pdu), self.trace_connect)
+
+    server = TracingServer(layout(registers), address=("127.0.0.1", port), trace_connect=trace_connect)
     await server.serve_forever(background=True)
     drift = asyncio.create_task(wander(server, registers)) if wandering else None
     loop = asyncio.get_running_loop()
@@ -99,7 +110,7 @@ class DeviceProcess(SimulatorProcess):
     Commands (one JSON object per line on the device's stdin, one JSON answer per line on its stdout):
       {"op": "set", "register": "input", "address": 3, "values": [1, 2]}   -> {"ok": true}
       {"op": "get", "register": "holding", "address": 3, "count": 2}       -> {"values": [1, 2]}
-      {"op": "stats"}  -> {"requests": [[function code, address, count, monotonic time], ...], "connections": n}
+      {"op": "stats"}  -> {"requests": [[function code, address, count, monotonic time, connection], ...], "connections": n}
     """
 
     kind = "modbus device"
