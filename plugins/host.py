@@ -7,7 +7,10 @@ import contextlib
 import logging
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
+
+from pydantic import BaseModel
 
 from cluster.commands import CommandError, PointUpdate, UpdatePoints, WriteOutcome
 from cluster.guard import NotActive
@@ -15,7 +18,7 @@ from cluster.node import Change, ClusterNode
 from cluster.raft import ProposalFailed
 
 from .manager import PluginSet
-from .types import DeviceContext, Driver, Reading
+from .types import DeviceContext, Driver, DriverSpec, Reading
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +41,15 @@ class _Device:
         self.error: str | None = None
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """What a device's driver is built from: validated once per configuration, ready before the node becomes active."""
+
+    spec: DriverSpec
+    settings: BaseModel
+    points: dict[str, BaseModel]
+
+
 class PluginHost:
     """Binds the drivers' lifecycle to the active role; everything here runs on the web server's event loop."""
 
@@ -48,6 +60,7 @@ class PluginHost:
         self._devices: dict[str, _Device] = {}
         self._pending: dict[str, PointUpdate] = {}
         self._config_errors: dict[str, tuple[tuple, str]] = {}  # device -> (config key, why it cannot start)
+        self._prepared: dict[str, tuple[tuple, _Prepared | str]] = {}  # device -> (config key, driver and settings)
         self._writes: dict[tuple[str, int], asyncio.Task] = {}  # (point, write seq) -> the task driving it
         self._attempts: dict[tuple[str, int], int] = {}
         self._wake = asyncio.Event()
@@ -80,10 +93,8 @@ class PluginHost:
         if type(change.command) is not UpdatePoints:  # configuration, desired writes, outcomes, snapshot installs
             wake()
 
-    def _wanted(self) -> dict[str, tuple]:
+    def _configured(self) -> dict[str, tuple]:
         """Device name -> a key that changes whenever the device's or its points' documents change."""
-        if not self._node.is_active():
-            return {}
         documents = self._node.image.documents
         points: dict[str, list] = {}
         for name, doc in documents["points"].items():
@@ -93,7 +104,11 @@ class PluginHost:
         return {name: (doc.version, tuple(sorted(points.get(name, [])))) for name, doc in documents["devices"].items()}
 
     async def _reconcile(self) -> None:
-        wanted = self._wanted()
+        configured = self._configured()
+        for name, key in configured.items():  # also on a standby, so that becoming active only builds the drivers
+            self._prepare(name, key)
+        self._prepared = {name: entry for name, entry in self._prepared.items() if name in configured}
+        wanted = configured if self._node.is_active() else {}
         if not wanted:
             self._pending.clear()  # readings taken while active are not reported by a standby
         ended = {name for name, device in self._devices.items() if device.task is not None and device.task.done()}
@@ -103,31 +118,52 @@ class PluginHost:
                 self._start(name, key)
         self._drive_writes()
 
-    def _start(self, name: str, key: tuple) -> None:
+    def _prepare(self, name: str, key: tuple) -> _Prepared | str:
+        """The device's driver and validated settings (cached per configuration key), or why it cannot start."""
+        cached = self._prepared.get(name)
+        if cached is not None and cached[0] == key:
+            return cached[1]
         documents = self._node.image.documents
         body = documents["devices"][name].body
         spec = self._plugins.drivers.get(body["driver"])
+        result: _Prepared | str
         if spec is None:
-            self._config_error(name, key, f"driver {body['driver']!r} is not loaded on {self._node.name}")
+            result = f"driver {body['driver']!r} is not loaded on {self._node.name}"
+        else:
+            common = ("device", "writable", "deadband")
+            try:
+                result = _Prepared(
+                    spec,
+                    spec.device_model.model_validate({k: v for k, v in body.items() if k != "driver"}),
+                    {
+                        point: spec.point_model.model_validate({k: v for k, v in doc.body.items() if k not in common})
+                        for point, doc in documents["points"].items()
+                        if doc.body.get("device") == name
+                    },
+                )
+            except Exception as exc:  # a plugin's model may raise anything
+                result = f"{type(exc).__name__}: {exc}"
+        self._prepared[name] = (key, result)
+        return result
+
+    def _start(self, name: str, key: tuple) -> None:
+        prepared = self._prepare(name, key)
+        if isinstance(prepared, str):
+            self._config_error(name, key, prepared)
             return
-        settings = {k: v for k, v in body.items() if k != "driver"}
+        spec = prepared.spec
         source = f"{spec.name}:{name}"
-        common = ("device", "writable", "deadband")
         try:
             context = DeviceContext(
                 device=name,
-                settings=spec.device_model.model_validate(settings),
-                points={
-                    point: spec.point_model.model_validate({k: v for k, v in doc.body.items() if k not in common})
-                    for point, doc in documents["points"].items()
-                    if doc.body.get("device") == name
-                },
+                settings=prepared.settings,
+                points=prepared.points,
                 report=lambda readings: self._report(readings, source),
                 act=self._node.guard.act,
                 log=logging.getLogger(f"tandem.device.{name}"),
             )
             driver = spec.factory(context)
-        except Exception as exc:  # invalid settings, or a plugin's factory raising anything: isolate it
+        except Exception as exc:  # a plugin's factory raising anything: isolate it
             self._config_error(name, key, f"{type(exc).__name__}: {exc}")
             return
         self._config_errors.pop(name, None)

@@ -100,10 +100,11 @@ def command(app: SimApplication, line: str) -> None:
     print(f"ok {line}", flush=True)
 
 
-async def main(port: int, instance: int, wandering: bool = False) -> None:
-    """Serve device `instance` on 127.0.0.1:`port` and answer the commands on stdin (see DeviceProcess) until EOF."""
+async def main(port: int, instance: int, wandering: bool = False, host: str = "127.0.0.1") -> None:
+    """Serve device `instance` on `host`:`port` (a "host/prefix" also hears broadcasts) and answer the commands on stdin
+    (see DeviceProcess) until EOF."""
     device = DeviceObject(objectIdentifier=("device", instance), objectName=f"sim-{instance}", vendorIdentifier=999)
-    app = SimApplication(device, Address(f"127.0.0.1:{port}"))
+    app = SimApplication(device, Address(f"{host}:{port}"))
     for obj in objects(wandering):
         app.add_object(obj)
     loop = asyncio.get_running_loop()
@@ -141,19 +142,24 @@ class DeviceProcess(SimulatorProcess):
     The device prints `ready` once bound, then takes commands on stdin, one per line, each answered on stdout:
     `set <type,instance> <value>` changes a present value as the device's own logic would (`ok ...`), and
     `stats` prints `stats {"<request type>": count, ...}`, the requests the device has served. EOF ends it.
-    With `wander=True` it runs the demo profile (see `wander`).
+    With `wander=True` it runs the demo profile (see `wander`). `host` ("a.b.c.d[/prefix]") is the address it binds, and
+    `prefix` a command prefix to run it with (e.g. `ip netns exec NS`).
     """
 
     kind = "BACnet device"
 
-    def __init__(self, port: int | None = None, instance: int = 1001, wander: bool = False) -> None:
-        super().__init__(port or free_udp_port())
+    def __init__(
+        self, port: int | None = None, instance: int = 1001, wander: bool = False, host: str = "127.0.0.1", prefix: list[str] | None = None
+    ) -> None:
+        super().__init__(port or free_udp_port(), prefix)
         self.instance = instance
         self.wander = wander
-        self.address = f"127.0.0.1:{self.port}"
+        self.host = host
+        self.address = f"{host.partition('/')[0]}:{self.port}"
 
     def start(self) -> DeviceProcess:
-        self._spawn("plugins.simulator.bacnet", "--instance", str(self.instance), *(["--wander"] if self.wander else []))
+        host = ["--host", self.host] if self.host != "127.0.0.1" else []
+        self._spawn("plugins.simulator.bacnet", "--instance", str(self.instance), *(["--wander"] if self.wander else []), *host)
         assert self._answer(15.0) == "ready"
         return self
 
@@ -179,5 +185,6 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--instance", type=int, default=1001)
     parser.add_argument("--wander", action="store_true", help="drift analog-value,2 and add rooms analog-value,3..5 (19..24 °C)")
+    parser.add_argument("--host", default="127.0.0.1", help="the address to bind, 'a.b.c.d[/prefix]' (a prefix: hear broadcasts too)")
     args = parser.parse_args()
-    asyncio.run(main(args.port, args.instance, args.wander))
+    asyncio.run(main(args.port, args.instance, args.wander, args.host))

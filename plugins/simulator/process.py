@@ -16,13 +16,14 @@ class SimulatorProcess:
 
     kind = "device"
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, prefix: list[str] | None = None) -> None:
         self.port = port
+        self.prefix = list(prefix or [])  # a command prefix, e.g. ["ip", "netns", "exec", "NS"]: run it in a network namespace
         self.process: subprocess.Popen[str] | None = None
         self._lines: queue.Queue[str] = queue.Queue()
 
     def _spawn(self, module: str, *args: str) -> None:
-        command = [sys.executable, "-m", module, "--port", str(self.port), *args]
+        command = [*self.prefix, sys.executable, "-m", module, "--port", str(self.port), *args]
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self._lines = queue.Queue()
         # A reader thread, not select() + readline(): the text stream buffers ahead, and select() does not see that.
