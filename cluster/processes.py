@@ -180,5 +180,16 @@ class LocalCluster:
         what = f"{name} to be active" if name else "an active server"
         return wait_for(lambda: (lambda a: a if a and (name is None or a == name) else None)(self.active()), timeout, what)
 
+    def make_active(self, name: str, timeout: float = 20.0) -> None:
+        """Wait for an active server and, if it is not `name`, transfer the role to `name`.
+
+        Main normally wins a cold start (the backup waits longer before its first campaign), but on a
+        heavily loaded machine main's process can start late; with failback = "manual" nothing moves it back.
+        """
+        active = self.wait_active(timeout)
+        if active != name:
+            call_api(self.config, self[active].spec.api, "POST", "/api/v1/cluster/transfer", {"to": name}, timeout=10)
+        self.wait_active(timeout, name)
+
     def log(self, name: str) -> str:
         return self.nodes[name].log_path.read_text(errors="replace")

@@ -20,11 +20,14 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 @pytest.fixture
 def make_cluster(tandem_cluster: Callable[..., LocalCluster], request: pytest.FixtureRequest) -> Iterator[Callable[..., LocalCluster]]:
     """Factory: `tandem_cluster` (`make_cluster(failback=..., cluster={...}, timers={...}, envs={node: {VAR: value}})` -> a
-    started LocalCluster) that also keeps the node logs in test-artifacts/<test>/<cluster directory>/."""
+    started LocalCluster) that also keeps the node logs in test-artifacts/<test>/<cluster directory>/. With
+    failback = "manual" it returns once main is active, as tests of that mode start from there."""
     clusters: list[LocalCluster] = []
 
     def make(**options: Any) -> LocalCluster:
         clusters.append(tandem_cluster(**options))
+        if options.get("failback") == "manual" and options.get("start", True):
+            clusters[-1].make_active("main")
         return clusters[-1]
 
     yield make
