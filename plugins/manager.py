@@ -36,6 +36,7 @@ class PluginSet:
     """The loaded plugins and what they registered; problems are kept, never raised."""
 
     manager: pluggy.PluginManager
+    required: list[str] = field(default_factory=list)  # the plugins asked for: all must load for the node to become active
     loaded: list[str] = field(default_factory=list)
     drivers: dict[str, DriverSpec] = field(default_factory=dict)
     problems: list[PluginProblem] = field(default_factory=list)
@@ -45,9 +46,9 @@ class PluginSet:
         logger.error("plugin %s failed at %s: %s", plugin, stage, text)
         self.problems.append(PluginProblem(plugin, stage, text))
 
-    def missing(self, required: Iterable[str]) -> list[str]:
+    def missing(self) -> list[str]:
         """Required plugins that are not loaded (absent or failed): a node with any may not become active."""
-        return sorted(set(required) - set(self.loaded))
+        return sorted(set(self.required) - set(self.loaded))
 
     def drop(self, plugin: str, stage: str, error: BaseException | str) -> None:
         """Isolate a plugin that failed: record the problem and unregister all of it."""
@@ -66,8 +67,8 @@ def load_plugins(enabled: Iterable[str] | None, builtins: dict[str, str] = BUILT
     """Load the `enabled` plugins (None: every built-in one); a plugin that fails is recorded and left out."""
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
-    plugins = PluginSet(manager)
     wanted = set(builtins) if enabled is None else set(enabled)
+    plugins = PluginSet(manager, required=sorted(wanted))
     seen: set[str] = set()
     for name, load in _candidates(builtins):
         if name not in wanted:

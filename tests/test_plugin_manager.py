@@ -42,7 +42,7 @@ def test_a_failing_plugin_is_isolated_and_reported(name, stage, says, caplog):
     [problem] = plugins.problems
     assert (problem.plugin, problem.stage) == (name, stage)
     assert says in problem.error
-    assert plugins.missing(["echo", name]) == [name]
+    assert plugins.missing() == [name]
     assert sum(name in record.getMessage() for record in caplog.records if record.levelname == "ERROR") == 1
 
 
@@ -58,4 +58,4 @@ def test_an_enabled_plugin_that_is_not_installed_is_a_problem():
     plugins = load_plugins(["echo", "acme"], SAMPLES)
     [problem] = plugins.problems
     assert problem.plugin == "acme" and "not installed" in problem.error
-    assert plugins.missing(["echo", "acme"]) == ["acme"]
+    assert plugins.missing() == ["acme"]

@@ -61,6 +61,24 @@ def _not_active(node: ClusterNode) -> web.Response:
     )
 
 
+async def _json_body(request: web.Request, example: str) -> Any:
+    """The request's JSON body, or a 400 response that shows an `example` of what is expected."""
+    try:
+        return await request.json()
+    except json.JSONDecodeError:
+        return _error(400, f"body must be JSON like {example}")
+
+
+async def _commit(node: ClusterNode, command: Any) -> Any:
+    """Commit a command through the log and return apply's result, or the error response: 409 on a standby, 503 if not committed."""
+    try:
+        return await node.submit(command)
+    except NotActive:
+        return _not_active(node)
+    except ProposalFailed as exc:
+        return _error(503, str(exc))
+
+
 async def node_view(request: web.Request) -> web.Response:
     return web.json_response(request.app[NODE].local_status())
 
@@ -108,22 +126,18 @@ async def get_point(request: web.Request) -> web.Response:
 async def put_point(request: web.Request) -> web.Response:
     node = request.app[NODE]
     name = request.match_info["name"]
-    try:
-        body = await request.json()
-    except json.JSONDecodeError:
-        return _error(400, "body must be JSON like {\"value\": 21.5}")
+    body = await _json_body(request, '{"value": 21.5}')
+    if isinstance(body, web.Response):
+        return body
     if not isinstance(body, dict) or set(body) != {"value"}:
         return _error(400, "body must be an object with exactly one key, 'value'")
     try:
         command = WritePoint(name=name, value=body["value"], user="api", ts=time.time())
     except CommandError as exc:
         return _error(400, str(exc))
-    try:
-        result = await node.submit(command)
-    except NotActive:
-        return _not_active(node)
-    except ProposalFailed as exc:
-        return _error(503, str(exc))
+    result = await _commit(node, command)
+    if isinstance(result, web.Response):
+        return result
     if isinstance(result, Rejected):
         return _error(409, result.reason)
     if result is None:  # a virtual point: set at once
@@ -155,20 +169,16 @@ _UPDATE_KEYS = frozenset({"name", "value", "quality", "ts"})
 async def post_points(request: web.Request) -> web.Response:
     """Report a batch of field values (gateways, integrations): one log entry, quality "good" unless given."""
     node = request.app[NODE]
-    try:
-        body = await request.json()
-    except json.JSONDecodeError:
-        return _error(400, 'body must be JSON like {"updates": [{"name": "ahu1.temp", "value": 21.5}]}')
+    body = await _json_body(request, '{"updates": [{"name": "ahu1.temp", "value": 21.5}]}')
+    if isinstance(body, web.Response):
+        return body
     try:
         command = _point_updates(body, time.time(), "api")
     except CommandError as exc:
         return _error(400, str(exc), field=exc.field)
-    try:
-        await node.submit(command)
-    except NotActive:
-        return _not_active(node)
-    except ProposalFailed as exc:
-        return _error(503, str(exc))
+    result = await _commit(node, command)
+    if isinstance(result, web.Response):
+        return result
     return web.json_response({"accepted": len(command.updates)})
 
 
@@ -179,10 +189,9 @@ async def get_config(request: web.Request) -> web.Response:
 async def post_config(request: web.Request) -> web.Response:
     """Apply a building configuration (devices and points): validated, then committed as one entry."""
     node = request.app[NODE]
-    try:
-        body = await request.json()
-    except json.JSONDecodeError:
-        return _error(400, 'body must be JSON like {"devices": [...], "points": [...]}')
+    body = await _json_body(request, '{"devices": [...], "points": [...]}')
+    if isinstance(body, web.Response):
+        return body
     if not node.is_active():
         return _not_active(node)
     try:
@@ -192,12 +201,9 @@ async def post_config(request: web.Request) -> web.Response:
     command = plan(node.image, documents, "api")
     if command is None:
         return web.json_response({"changed": 0})
-    try:
-        result = await node.submit(command)
-    except NotActive:
-        return _not_active(node)
-    except ProposalFailed as exc:
-        return _error(503, str(exc))
+    result = await _commit(node, command)
+    if isinstance(result, web.Response):
+        return result
     if isinstance(result, Rejected):
         return _error(409, f"the configuration changed meanwhile ({result.reason}); apply again")
     return web.json_response({"changed": len(command.changes)})
@@ -205,10 +211,9 @@ async def post_config(request: web.Request) -> web.Response:
 
 async def transfer(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    try:
-        body = await request.json()
-    except json.JSONDecodeError:
-        return _error(400, "body must be JSON like {\"to\": \"backup\"}")
+    body = await _json_body(request, '{"to": "backup"}')
+    if isinstance(body, web.Response):
+        return body
     if not isinstance(body, dict) or not isinstance(body.get("to"), str):
         return _error(400, "body must be an object with a string 'to' naming the target node")
     timeout = body.get("timeout")

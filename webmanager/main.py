@@ -16,7 +16,7 @@ from cluster.journal import JournalCorrupt
 from cluster.node import ClusterNode
 from cluster.raft import RaftError
 from plugins.host import PluginHost
-from plugins.manager import BUILTIN_PLUGINS, PluginSet, load_plugins
+from plugins.manager import PluginSet, load_plugins
 
 from .api import create_app
 from .demo import DEMO_CONFIG, run_demo
@@ -37,8 +37,8 @@ def cmd_run(config: TandemConfig, args: argparse.Namespace) -> int:
     except (JournalCorrupt, RaftError) as exc:
         print(f"tandem run: {args.node} refuses to start: {exc}", file=sys.stderr)
         return 2
-    plugins = load_plugins(_required_plugins(config) if node.me.is_server else [])  # the witness runs no plugins
-    missing = plugins.missing(_required_plugins(config)) if node.me.is_server else []
+    plugins = load_plugins(config.cluster.plugins if node.me.is_server else [])  # the witness runs no plugins
+    missing = plugins.missing()
     if missing:
         logger.error("required plugins not loaded: %s; this server will not become active", ", ".join(missing))
     node.blocked = f"required plugins not loaded: {', '.join(missing)} (see the plugin problems)" if missing else None
@@ -54,10 +54,6 @@ def cmd_run(config: TandemConfig, args: argparse.Namespace) -> int:
     finally:
         node.stop()
     return 0
-
-
-def _required_plugins(config: TandemConfig) -> list[str]:
-    return list(BUILTIN_PLUGINS) if config.cluster.plugins is None else config.cluster.plugins
 
 
 def _plugin_host(node: ClusterNode, plugins: PluginSet) -> Callable[[web.Application], AsyncIterator[None]]:
