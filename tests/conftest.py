@@ -12,7 +12,17 @@ from typing import Any
 import pytest
 
 from cluster.cli import call_api
+from cluster.guard import ActGuard
 from cluster.processes import LocalCluster, wait_for
+
+
+@pytest.fixture
+def guard(tmp_path: Path) -> Iterator[ActGuard]:
+    """A real act guard whose permit always grants term 1, recording to tmp_path/acts.log (for in-process driver tests)."""
+    guard = ActGuard("test", lambda margin: 1, 0.0, tmp_path / "acts.log")
+    yield guard
+    guard.close()
+
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
@@ -82,3 +92,28 @@ def example_plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
         capture_output=True,
     )
     return target
+
+
+def tandem_cli(cluster: LocalCluster, *args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run a `tandem` command against the cluster's configuration file."""
+    command = [sys.executable, "-m", "webmanager.main", *args, "--config", str(cluster.config.path)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+def apply_building(cluster: LocalCluster, text: str, directory: Path, name: str = "building.toml") -> subprocess.CompletedProcess[str]:
+    """Write a building configuration to `directory/name` and `tandem config apply` it."""
+    path = directory / name
+    path.write_text(text)
+    return tandem_cli(cluster, "config", "apply", str(path), cwd=directory)
+
+
+def point_view(cluster: LocalCluster, node: str, name: str) -> dict[str, Any] | None:
+    """A point as `node` serves it (GET /api/v1/points/NAME), or None when it has none."""
+    code, answer = call_api(cluster.config, cluster[node].spec.api, "GET", f"/api/v1/points/{name}")
+    return answer if code == 200 else None
+
+
+def confirmed_write(cluster: LocalCluster, node: str, name: str, value: Any) -> dict[str, Any] | None:
+    """The point on `node` once a write of `value` is confirmed there (read back, nothing desired any more), else None."""
+    point = point_view(cluster, node, name)
+    return point if point and point["value"] == value and point["desired"] is None else None

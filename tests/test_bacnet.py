@@ -4,47 +4,24 @@ renewal and re-subscription, lost and paused devices, per-point errors, configur
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from driver_kit import Collector, running, until
 from pydantic import ValidationError
 
 from cluster.guard import ActGuard, NotActive, read_acts
 from plugins.bacnet import BacnetDevice, BacnetDriver, BacnetError, BacnetPoint
 from plugins.manager import load_plugins
 from plugins.simulator.bacnet import DeviceProcess, free_udp_port
-from plugins.types import DeviceContext, Reading
+from plugins.types import DeviceContext
 
 FAST = {"poll_interval": 0.1, "apdu_timeout": 0.5}
-
-
-class Collector:
-    """The `report` callable: keeps the latest reading per point and counts the reports."""
-
-    def __init__(self) -> None:
-        self.latest: dict[str, Reading] = {}
-        self.reports = 0
-
-    def __call__(self, readings: list[Reading]) -> None:
-        self.reports += 1
-        self.latest.update((reading.point, reading) for reading in readings)
-
-    def value(self, name: str) -> tuple[Any, str] | None:
-        reading = self.latest.get(name)
-        return None if reading is None else (reading.value, reading.quality)
-
-
-@pytest.fixture
-def guard(tmp_path: Path) -> Iterator[ActGuard]:
-    guard = ActGuard("test", lambda margin: 1, 0.0, tmp_path / "acts.log")
-    yield guard
-    guard.close()
 
 
 @pytest.fixture(autouse=True)
@@ -69,26 +46,6 @@ def make_driver(act: Callable[[str], int], points: dict[str, dict], name: str = 
         log=logging.getLogger(f"test.bacnet.{name}"),
     )
     return BacnetDriver(context), collector
-
-
-@contextlib.asynccontextmanager
-async def running(driver: BacnetDriver):
-    task = asyncio.create_task(driver.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-async def until(condition: Callable[[], Any], what: str, timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.01)
-    return result
 
 
 def log_lines(caplog: pytest.LogCaptureFixture, name: str, text: str) -> list[str]:

@@ -4,12 +4,10 @@ an operator write reaches the device exactly once, and a confirmed write is neve
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
-from cluster.cli import call_api
 from cluster.processes import wait_for
+from conftest import apply_building, confirmed_write, point_view, tandem_cli
 
 BUILDING = """
 [[devices]]
@@ -40,45 +38,40 @@ writable = true
 WRITE_SINGLE, WRITE_MULTIPLE = 6, 16
 
 
-def tandem(cluster, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "webmanager.main", *args, "--config", str(cluster.config.path)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=cwd)
-
-
-def value(cluster, node: str, name: str):
-    code, answer = call_api(cluster.config, cluster[node].spec.api, "GET", f"/api/v1/points/{name}")
-    return answer if code == 200 else None
-
-
 def writes(device) -> list:
     return [request for request in device.stats()["requests"] if request[0] in (WRITE_SINGLE, WRITE_MULTIPLE)]
 
 
-def test_polling_and_writes_follow_the_active_server(make_cluster, tandem_modbus_device, tmp_path):
-    device = tandem_modbus_device()
+def backup_value(cluster, name: str):
+    return (point_view(cluster, "backup", name) or {}).get("value")
+
+
+def ahu_under_control(make_cluster, device, tmp_path: Path):
+    """Main active (failback manual), polling the AHU device; its supply temperature 21.5 already in the backup's image."""
     device.set("input", 0, [215])
     cluster = make_cluster(failback="manual")
     cluster.wait_active(name="main")
-    (tmp_path / "building.toml").write_text(BUILDING.format(port=device.port))
-    applied = tandem(cluster, "config", "apply", str(tmp_path / "building.toml"), cwd=tmp_path)
+    applied = apply_building(cluster, BUILDING.format(port=device.port), tmp_path)
     assert applied.returncode == 0, applied.stderr
-    wait_for(lambda: (value(cluster, "backup", "ahu1.supply_temp") or {}).get("value") == 21.5, 10, "21.5 in the backup's image")
-    assert value(cluster, "backup", "ahu1.supply_temp")["source"] == "modbus:ahu1"
+    wait_for(lambda: backup_value(cluster, "ahu1.supply_temp") == 21.5, 10, "21.5 in the backup's image")
+    return cluster
 
-    put = tandem(cluster, "put", "ahu1.setpoint", "19.5", cwd=tmp_path)
+
+def test_polling_and_writes_follow_the_active_server(make_cluster, tandem_modbus_device, tmp_path):
+    device = tandem_modbus_device()
+    cluster = ahu_under_control(make_cluster, device, tmp_path)
+    assert point_view(cluster, "backup", "ahu1.supply_temp")["source"] == "modbus:ahu1"
+
+    put = tandem_cli(cluster, "put", "ahu1.setpoint", "19.5", cwd=tmp_path)
     assert put.returncode == 0, put.stderr
-    confirmed = wait_for(
-        lambda: (lambda p: p if p and p["value"] == 19.5 and p["desired"] is None else None)(value(cluster, "backup", "ahu1.setpoint")),
-        10,
-        "the setpoint's read-back on the backup",
-    )
+    confirmed = wait_for(lambda: confirmed_write(cluster, "backup", "ahu1.setpoint", 19.5), 10, "the setpoint's read-back on the backup")
     assert confirmed["source"] == "modbus:ahu1"
     assert len(writes(device)) == 1
 
     cluster["main"].kill()
     assert cluster.wait_active(5) == "backup"
     device.set("input", 0, [230])
-    wait_for(lambda: (value(cluster, "backup", "ahu1.supply_temp") or {}).get("value") == 23.0, 5, "the backup polling the device")
+    wait_for(lambda: backup_value(cluster, "ahu1.supply_temp") == 23.0, 5, "the backup polling the device")
     assert len(writes(device)) == 1  # the confirmed write was not repeated by the new active
 
 
@@ -101,27 +94,21 @@ def test_cov_subscription_moves_to_the_new_active(make_cluster, tandem_bacnet_de
     device = tandem_bacnet_device()
     cluster = make_cluster(failback="manual")
     cluster.wait_active(name="main")
-    (tmp_path / "rooms.toml").write_text(ROOMS.format(address=device.address))
-    applied = tandem(cluster, "config", "apply", str(tmp_path / "rooms.toml"), cwd=tmp_path)
+    applied = apply_building(cluster, ROOMS.format(address=device.address), tmp_path)
     assert applied.returncode == 0, applied.stderr
     device.set("analog-value,2", 23.5)
-    wait_for(lambda: (value(cluster, "backup", "room.temp") or {}).get("value") == 23.5, 10, "the COV change on the backup")
+    wait_for(lambda: backup_value(cluster, "room.temp") == 23.5, 10, "the COV change on the backup")
     cluster["main"].kill()
     assert cluster.wait_active(5) == "backup"
     device.set("analog-value,2", 24.0)  # the new active's first read or its subscription brings this
-    wait_for(lambda: (value(cluster, "backup", "room.temp") or {}).get("value") == 24.0, 10, "the backup reading the device")
+    wait_for(lambda: backup_value(cluster, "room.temp") == 24.0, 10, "the backup reading the device")
     device.set("analog-value,2", 25.0)  # its next poll is 30 s away: only its COV subscription brings this in time
-    wait_for(lambda: (value(cluster, "backup", "room.temp") or {}).get("value") == 25.0, 5, "the COV change through the new active")
+    wait_for(lambda: backup_value(cluster, "room.temp") == 25.0, 5, "the COV change through the new active")
 
 
 def test_paused_active_sends_the_device_nothing_after_the_new_active_began(make_cluster, tandem_modbus_device, tmp_path):
     device = tandem_modbus_device()
-    device.set("input", 0, [215])
-    cluster = make_cluster(failback="manual")
-    cluster.wait_active(name="main")
-    (tmp_path / "building.toml").write_text(BUILDING.format(port=device.port))
-    assert tandem(cluster, "config", "apply", str(tmp_path / "building.toml"), cwd=tmp_path).returncode == 0
-    wait_for(lambda: (value(cluster, "backup", "ahu1.supply_temp") or {}).get("value") == 21.5, 10, "21.5 in the backup's image")
+    cluster = ahu_under_control(make_cluster, device, tmp_path)
     old = device.stats()["requests"][-1][4]  # the connection of main's driver
     cluster["main"].signal(signal.SIGSTOP)
     assert cluster.wait_active(5) == "backup"

@@ -4,16 +4,16 @@ paused devices, exception responses, configuration errors, cancellation and the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import pytest
+from driver_kit import Collector, running, until
 from pydantic import ValidationError
 from pymodbus.exceptions import ModbusException
 
@@ -22,35 +22,9 @@ from cluster.processes import free_ports
 from plugins.building import BuildingError, validate_building
 from plugins.manager import load_plugins
 from plugins.modbus import ModbusDevice, ModbusDriver, ModbusPoint, plan_blocks
-from plugins.types import DeviceContext, Reading
+from plugins.types import DeviceContext
 
 FAST = {"poll_interval": 0.05, "timeout": 0.5, "reconnect_min": 0.05, "reconnect_max": 0.2}
-
-
-class Collector:
-    """The `report` callable: keeps the latest reading per point and counts the reports."""
-
-    def __init__(self) -> None:
-        self.latest: dict[str, Reading] = {}
-        self.reports = 0
-
-    def __call__(self, readings: list[Reading]) -> None:
-        self.reports += 1
-        self.latest.update((reading.point, reading) for reading in readings)
-
-    def value(self, name: str) -> tuple[Any, str] | None:
-        reading = self.latest.get(name)
-        return None if reading is None else (reading.value, reading.quality)
-
-    def all(self, quality: str, value: Any = None) -> bool:
-        return bool(self.latest) and all(r.quality == quality and (value is None or r.value == value) for r in self.latest.values())
-
-
-@pytest.fixture
-def guard(tmp_path: Path) -> Iterator[ActGuard]:
-    guard = ActGuard("test", lambda margin: 1, 0.0, tmp_path / "acts.log")
-    yield guard
-    guard.close()
 
 
 def make_driver(
@@ -66,26 +40,6 @@ def make_driver(
         log=logging.getLogger(f"test.modbus.{name}"),
     )
     return ModbusDriver(context), collector
-
-
-@contextlib.asynccontextmanager
-async def running(driver: ModbusDriver):
-    task = asyncio.create_task(driver.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-async def until(condition: Callable[[], Any], what: str, timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.01)
-    return result
 
 
 def words(fmt: str, value: float, order: str = "big") -> list[int]:

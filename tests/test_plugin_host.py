@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
-from cluster.cli import call_api
 from cluster.guard import read_acts
 from cluster.processes import holds_for, wait_for
+from conftest import apply_building, confirmed_write, point_view, tandem_cli
 
 BUILDING = """
 [[devices]]
@@ -39,26 +38,14 @@ writable = true
 """
 
 
-def tandem(cluster, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "webmanager.main", *args, "--config", str(cluster.config.path)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=cwd)
-
-
 def apply(cluster, tmp_path: Path, c2_extra: str = "") -> subprocess.CompletedProcess[str]:
-    building = tmp_path / "building.toml"
-    building.write_text(BUILDING.format(c2_extra=c2_extra))
-    return tandem(cluster, "config", "apply", str(building), cwd=tmp_path)
-
-
-def point(cluster, node: str, name: str) -> dict | None:
-    code, answer = call_api(cluster.config, cluster[node].spec.api, "GET", f"/api/v1/points/{name}")
-    return answer if code == 200 else None
+    return apply_building(cluster, BUILDING.format(c2_extra=c2_extra), tmp_path)
 
 
 def counting_on(cluster, node: str, name: str) -> bool:
     """The point's value changes in the node's image within a second (a new active's counter starts again at 1)."""
-    first = wait_for(lambda: point(cluster, node, name), 10, f"{name} on {node}")["value"]
-    return bool(wait_for(lambda: point(cluster, node, name)["value"] != first, 1.0, f"{name} changing on {node}"))
+    first = wait_for(lambda: point_view(cluster, node, name), 10, f"{name} on {node}")["value"]
+    return bool(wait_for(lambda: point_view(cluster, node, name)["value"] != first, 1.0, f"{name} changing on {node}"))
 
 
 def device_status(cluster, node: str) -> dict:
@@ -73,7 +60,7 @@ def test_driver_runs_on_the_active_only_and_follows_failover(make_cluster, examp
     assert result.returncode == 0, result.stderr
     assert "5 document(s) changed" in result.stdout
     assert counting_on(cluster, "main", "c1.n") and counting_on(cluster, "backup", "c2.n")
-    assert point(cluster, "backup", "c1.n")["source"] == "counter:c1"
+    assert point_view(cluster, "backup", "c1.n")["source"] == "counter:c1"
     assert set(device_status(cluster, "main")) == {"c1", "c2"} and device_status(cluster, "backup") == {}
     assert cluster["main"].view()["plugins"]["loaded"] == ["example"]
     assert cluster["witness"].view().get("plugins") is None  # the witness runs no plugins
@@ -116,7 +103,7 @@ def test_bad_building_file_is_refused_naming_file_and_key(make_cluster, example_
     result = apply(cluster, tmp_path, c2_extra="colour = 'red'")
     assert result.returncode == 2
     assert f"{tmp_path / 'building.toml'}: devices[1].colour: Extra inputs are not permitted" in result.stderr
-    assert "driver" not in tandem(cluster, "config", "export", cwd=tmp_path).stdout  # nothing was applied
+    assert "driver" not in tandem_cli(cluster, "config", "export", cwd=tmp_path).stdout  # nothing was applied
 
 
 def test_config_export_round_trips(make_cluster, example_plugin, tmp_path):
@@ -124,10 +111,10 @@ def test_config_export_round_trips(make_cluster, example_plugin, tmp_path):
     cluster = make_cluster(cluster={"plugins": ["example"]}, envs={"main": env, "backup": env})
     cluster.wait_active(name="main")
     assert apply(cluster, tmp_path).returncode == 0
-    exported = tandem(cluster, "config", "export", cwd=tmp_path)
+    exported = tandem_cli(cluster, "config", "export", cwd=tmp_path)
     assert exported.returncode == 0 and 'driver = "counter"' in exported.stdout
     (tmp_path / "exported.toml").write_text(exported.stdout)
-    again = tandem(cluster, "config", "apply", str(tmp_path / "exported.toml"), cwd=tmp_path)
+    again = tandem_cli(cluster, "config", "apply", str(tmp_path / "exported.toml"), cwd=tmp_path)
     assert again.returncode == 0 and "already applied" in again.stdout
 
 
@@ -137,7 +124,7 @@ def test_a_server_without_a_required_plugin_never_becomes_active(make_cluster, e
     blocked = wait_for(lambda: (cluster["backup"].view() or {}).get("blocked"), 10, "backup to report why it is blocked")
     assert "example" in blocked
     assert [p["plugin"] for p in cluster["backup"].view()["plugins"]["problems"]] == ["example"]
-    status = tandem(cluster, "status", cwd=tmp_path)
+    status = tandem_cli(cluster, "status", cwd=tmp_path)
     assert status.returncode == 0 and "backup: plugin example failed at load" in status.stdout
     cluster["main"].kill()
     holds_for(lambda: cluster.active() is None, 3.0, "no active while the only live server lacks a plugin")
@@ -165,9 +152,7 @@ device = "c1"
 
 
 def apply_setpoint(cluster, tmp_path: Path, delay: float) -> None:
-    building = tmp_path / "setpoint.toml"
-    building.write_text(SETPOINT.format(delay=delay))
-    result = tandem(cluster, "config", "apply", str(building), cwd=tmp_path)
+    result = apply_building(cluster, SETPOINT.format(delay=delay), tmp_path, "setpoint.toml")
     assert result.returncode == 0, result.stderr
 
 
@@ -180,10 +165,10 @@ def test_operator_write_is_committed_then_driven_to_the_device_once(make_cluster
     cluster = make_cluster(cluster={"plugins": ["example"]}, envs={"main": env, "backup": env})
     cluster.wait_active(name="main")
     apply_setpoint(cluster, tmp_path, delay=0.0)
-    result = tandem(cluster, "put", "c1.sp", "7", cwd=tmp_path)
+    result = tandem_cli(cluster, "put", "c1.sp", "7", cwd=tmp_path)
     assert result.returncode == 0 and "c1.sp = 7 (committed; the active drives the device" in result.stdout
-    wait_for(lambda: (point(cluster, "backup", "c1.sp") or {}).get("value") == 7, 10, "the read-back of 7 on the backup")
-    assert point(cluster, "backup", "c1.sp")["desired"] is None
+    wait_for(lambda: (point_view(cluster, "backup", "c1.sp") or {}).get("value") == 7, 10, "the read-back of 7 on the backup")
+    assert point_view(cluster, "backup", "c1.sp")["desired"] is None
     assert len(writes_of(cluster, "main", "c1.sp")) == 1
     cluster["main"].kill()
     assert cluster.wait_active(5) == "backup"
@@ -196,12 +181,12 @@ def test_write_outstanding_at_failover_is_driven_once_by_the_new_active(make_clu
     cluster = make_cluster(cluster={"plugins": ["example"]}, envs={"main": env, "backup": env}, failback="manual")
     cluster.wait_active(name="main")
     apply_setpoint(cluster, tmp_path, delay=3.0)  # main is killed in the middle of its write
-    assert tandem(cluster, "put", "c1.sp", "9", cwd=tmp_path).returncode == 0
-    wait_for(lambda: (point(cluster, "backup", "c1.sp") or {}).get("desired"), 10, "the desired write to reach the backup")
+    assert tandem_cli(cluster, "put", "c1.sp", "9", cwd=tmp_path).returncode == 0
+    wait_for(lambda: (point_view(cluster, "backup", "c1.sp") or {}).get("desired"), 10, "the desired write to reach the backup")
     cluster["main"].kill()
     assert writes_of(cluster, "main", "c1.sp") == []  # main never got to the device
     assert cluster.wait_active(5) == "backup"
-    confirmed = wait_for(lambda: (lambda p: p if p and p["value"] == 9 and p["desired"] is None else None)(point(cluster, "backup", "c1.sp")), 10, "backup to drive and confirm the write")
+    confirmed = wait_for(lambda: confirmed_write(cluster, "backup", "c1.sp", 9), 10, "backup to drive and confirm the write")
     assert confirmed["source"] == "counter:c1"
     assert [a["what"] for a in writes_of(cluster, "backup", "c1.sp")] == ["write c1.sp = 9"]
 
@@ -229,6 +214,6 @@ def test_a_main_without_a_required_plugin_gets_no_fail_back_and_no_transfer(make
     assert cluster.wait_active(15) == "backup"
     wait_for(lambda: (cluster["main"].view() or {}).get("blocked"), 10, "main to report why it is blocked")
     holds_for(lambda: cluster.active() == "backup", 3.0, "backup staying active (no fail-back to a blocked main)")
-    result = tandem(cluster, "transfer", "--to", "main", cwd=tmp_path)
+    result = tandem_cli(cluster, "transfer", "--to", "main", cwd=tmp_path)
     assert result.returncode != 0 and "may not become active" in result.stderr
     assert cluster.active() == "backup"

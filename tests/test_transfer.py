@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import time
 
 from cluster.processes import wait_for
-
-
-def tandem(cluster, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "webmanager.main", *args, "--config", str(cluster.config.path)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+from conftest import tandem_cli
 
 
 def test_transfer_to_each_server_reports_the_gap(make_cluster):
     cluster = make_cluster(failback="manual", timers={"lifesign_interval": 0.01})
     assert cluster.wait_active(name="main") == "main"
     for target in ("backup", "main"):
-        result = tandem(cluster, "transfer", "--to", target)
+        result = tandem_cli(cluster, "transfer", "--to", target)
         assert result.returncode == 0, result.stderr
         gap = re.search(r"gap in acting: (\d+) ms", result.stdout)
         assert gap, result.stdout
@@ -34,7 +24,7 @@ def test_transfer_to_each_server_reports_the_gap(make_cluster):
 def test_transfer_to_the_witness_is_refused(make_cluster):
     cluster = make_cluster()
     assert cluster.wait_active(name="main") == "main"
-    result = tandem(cluster, "transfer", "--to", "witness")
+    result = tandem_cli(cluster, "transfer", "--to", "witness")
     assert result.returncode == 2
     assert "never becomes active" in result.stderr
     assert cluster.active() == "main"
@@ -45,7 +35,7 @@ def test_transfer_to_an_unreachable_node_fails_in_time_and_main_stays_active(mak
     assert cluster.wait_active(name="main") == "main"
     cluster["backup"].kill()
     started = time.monotonic()
-    result = tandem(cluster, "transfer", "--to", "backup", "--timeout", "1")
+    result = tandem_cli(cluster, "transfer", "--to", "backup", "--timeout", "1")
     elapsed = time.monotonic() - started
     assert result.returncode == 1
     assert "backup was not reachable and caught up within the timeout; main stays active" in result.stderr
