@@ -16,7 +16,6 @@ from harness import (
     seconds,
     summary,
     view,
-    wait_caught_up,
 )
 
 from cluster.cli import call_api
@@ -29,7 +28,7 @@ POINTS = 100_000
 def steady(cluster: LocalCluster) -> int:
     """Main active and backup caught up, the starting point of every run; returns the term."""
     cluster.wait_active(20, "main")
-    wait_caught_up(cluster, "backup", "main")
+    wait_for(lambda: cluster.caught_up("backup", "main"), 30, "backup to catch up with main")
     return view(cluster, "main")["term"]
 
 
@@ -64,7 +63,7 @@ def pause_run(cluster: LocalCluster, pause: float) -> tuple[float, float]:
 
 
 def transfer_run(cluster: LocalCluster, source: str, target: str) -> float:
-    wait_caught_up(cluster, target, source)
+    wait_for(lambda: cluster.caught_up(target, source), 30, f"{target} to catch up with {source}")
     term = view(cluster, source)["term"]
     code, answer = call_api(cluster.config, cluster[source].spec.api, "POST", "/api/v1/cluster/transfer", {"to": target}, timeout=10)
     if code != 200:

@@ -127,15 +127,6 @@ def view(cluster: LocalCluster, node: str) -> dict[str, Any]:
     return answer
 
 
-def wait_caught_up(cluster: LocalCluster, node: str, leader: str, timeout: float = 30) -> None:
-    def done() -> bool:
-        views = cluster.views()
-        mine, theirs = views[node], views[leader]
-        return bool(mine and theirs and mine["applied_index"] >= theirs["commit_index"])
-
-    wait_for(done, timeout, f"{node} to catch up with {leader}")
-
-
 def first_act(cluster: LocalCluster, node: str, after_term: int, timeout: float = 10) -> tuple[int, float]:
     """(term, wall time of the first act in that term) of the node once it acts in a term after `after_term`."""
 

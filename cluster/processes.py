@@ -180,6 +180,12 @@ class LocalCluster:
         what = f"{name} to be active" if name else "an active server"
         return wait_for(lambda: (lambda a: a if a and (name is None or a == name) else None)(self.active()), timeout, what)
 
+    def caught_up(self, node: str, leader: str) -> bool:
+        """Whether `node` has applied everything `leader` has committed (both must answer)."""
+        views = self.views()
+        mine, theirs = views[node], views[leader]
+        return bool(mine and theirs and mine["applied_index"] >= theirs["commit_index"])
+
     def make_active(self, name: str, timeout: float = 20.0) -> None:
         """Wait for an active server and, if it is not `name`, transfer the role to `name`.
 

@@ -40,7 +40,7 @@ def test_truncated_journal_recovers_from_peers(make_cluster):
     journal = cluster["backup"].spec.data_dir / "raft.journal"
     os.truncate(journal, journal.stat().st_size - 7)
     cluster["backup"].start()
-    wait_for(lambda: (cluster["backup"].view() or {}).get("applied_index", 0) >= cluster["main"].view()["commit_index"], 15, "backup to catch up")
+    wait_for(lambda: cluster.caught_up("backup", "main"), 15, "backup to catch up")
     assert [get(cluster, "backup", name) for name in POINTS] == list(range(len(POINTS)))
     assert "torn" in cluster.log("backup") or "truncat" in cluster.log("backup")
 

@@ -22,12 +22,6 @@ def assert_points(cluster, node: str, values: dict[str, str]) -> None:
     assert {name: get(cluster, node, name) for name in values} == values
 
 
-def caught_up(cluster, node: str, leader: str) -> bool:
-    views = cluster.views()
-    mine, theirs = views[node], views[leader]
-    return bool(mine and theirs and mine["applied_index"] >= theirs["commit_index"])
-
-
 def fail_over_with_points(cluster) -> dict[str, str]:
     """Main active, points written, main SIGKILLed, backup active with every committed point."""
     assert cluster.wait_active(name="main") == "main"
@@ -51,7 +45,7 @@ def test_manual_failback_keeps_backup_active(make_cluster):
     cluster = make_cluster(failback="manual", cluster={"failback_holdoff": 1.0})
     values = fail_over_with_points(cluster)
     cluster["main"].start()
-    wait_for(lambda: caught_up(cluster, "main", "backup"), 15, "main to catch up")
+    wait_for(lambda: cluster.caught_up("main", "backup"), 15, "main to catch up")
     holds_for(lambda: cluster.active() == "backup", 3.0, "backup staying active with failback=manual")
     assert_points(cluster, "main", values)
 
@@ -93,11 +87,11 @@ def test_main_restarting_repeatedly_moves_nothing(make_cluster):
     term = cluster["backup"].view()["term"]
     for _ in range(5):
         cluster["main"].start()
-        wait_for(lambda: caught_up(cluster, "main", "backup"), 15, "main to rejoin")
+        wait_for(lambda: cluster.caught_up("main", "backup"), 15, "main to rejoin")
         cluster["main"].kill()
         assert cluster.active() == "backup"
     cluster["main"].start()
-    wait_for(lambda: caught_up(cluster, "main", "backup"), 15, "main to rejoin")
+    wait_for(lambda: cluster.caught_up("main", "backup"), 15, "main to rejoin")
     holds_for(lambda: cluster.active() == "backup", 1.0, "backup staying active")
     assert {name: (view or {}).get("term") for name, view in cluster.views().items()} == dict.fromkeys(cluster.nodes, term)
 
@@ -112,5 +106,5 @@ def test_kill_all_three_and_restart_keeps_state(make_cluster):
     active = cluster.wait_active(15)
     assert_points(cluster, active, values)
     for name in ("main", "backup"):
-        wait_for(lambda: caught_up(cluster, name, active), 10, f"{name} to apply everything")
+        wait_for(lambda: cluster.caught_up(name, active), 10, f"{name} to apply everything")
         assert_points(cluster, name, values)
