@@ -7,10 +7,11 @@ import asyncio
 import contextlib
 import json
 import random
-import socket
 import sys
 import time
 from typing import Any
+
+from cluster.processes import free_ports
 
 from .process import SimulatorProcess
 
@@ -94,12 +95,6 @@ async def serve(port: int, registers: int, wandering: bool = False) -> None:
     await server.shutdown()
 
 
-def free_tcp_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class DeviceProcess(SimulatorProcess):
     """The controlling side: start, kill, pause and resume the device process, and set or get its values.
 
@@ -116,7 +111,7 @@ class DeviceProcess(SimulatorProcess):
     kind = "modbus device"
 
     def __init__(self, port: int | None = None, registers: int = 200, wander: bool = False) -> None:
-        super().__init__(port or free_tcp_port())
+        super().__init__(port or free_ports(1)[0])
         self.registers = registers
         self.wander = wander
 
