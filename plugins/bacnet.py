@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from bacpypes3.apdu import AbortPDU, AbortReason, ErrorRejectAbortNack, SubscribeCOVRequest, UnconfirmedCOVNotificationRequest
-from bacpypes3.basetypes import BinaryPV, ErrorType, PropertyIdentifier
+from bacpypes3.basetypes import BinaryPV, ErrorType, PriorityValue, PropertyIdentifier
 from bacpypes3.ipv4.app import NormalApplication
 from bacpypes3.local.device import DeviceObject
 from bacpypes3.pdu import Address, IPv4Address
@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 MAX_INSTANCE = 4194303  # also the wildcard instance
 CLIENT_INSTANCE = MAX_INSTANCE - 1  # the device object of our own (client) application
+PRESENT_VALUE, PRIORITY_ARRAY = PropertyIdentifier("present-value"), PropertyIdentifier("priority-array")
 RPM_CHUNK = 40  # read-access specifications per ReadPropertyMultiple request
 T = TypeVar("T")
 
@@ -297,19 +298,45 @@ class BacnetDriver:
     # ---- writes ----
 
     async def write(self, point: str, value: Scalar) -> Scalar:
-        """WriteProperty at the point's priority (None: relinquish it, i.e. write Null), then read the property back."""
-        ref, priority = self._refs[point], self.points[point].priority
+        """WriteProperty at the point's priority (None: relinquish it, i.e. write Null) unless the device already holds
+        it, then read the property back."""
+        ref = self._refs[point]
         with contextlib.suppress(TimeoutError):  # run() may be (re)starting or still looking for the device
             await asyncio.wait_for(self._ready.wait(), 2 * self.settings.apdu_timeout)
         app, address = self._app, self._address
         if app is None or address is None or not self._ready.is_set():
             raise BacnetError(f"write {point}: device {self.context.device} is not connected")
+        if await self._holds(app, address, point, value):
+            self.context.log.info("bacnet %s: %s already holds %r; not written again", self.context.device, point, value)
+        else:
+            await self._write(app, address, point, value)
+        self.context.act(f"bacnet read {self.context.device} {point}")
+        return _scalar(await self._call(f"read {point}", app.read_property(address, ref.object, ref.property)))
+
+    async def _write(self, app: _Client, address: Address, point: str, value: Scalar) -> None:
+        ref, priority = self._refs[point], self.points[point].priority
         self.context.act(f"bacnet write {self.context.device} {point} = {value!r} @{priority}")
         await self._call(
             f"write {point}", app.write_property(address, ref.object, ref.property, Null(()) if value is None else value, priority=priority)
         )
-        self.context.act(f"bacnet read {self.context.device} {point}")
-        return _scalar(await self._call(f"read {point}", app.read_property(address, ref.object, ref.property)))
+
+    async def _holds(self, app: _Client, address: Address, point: str, value: Scalar) -> bool:
+        """Whether the device already holds `value` from us (a failover may repeat a write the old active made): the
+        point's slot in a commandable object's priority array, else the property itself; False if it cannot tell."""
+        ref, priority = self._refs[point], self.points[point].priority
+        reads = [(PRIORITY_ARRAY, priority)] if ref.property == PRESENT_VALUE else []
+        for prop, index in [*reads, (ref.property, None)]:
+            self.context.act(f"bacnet read {self.context.device} {point} {prop}")
+            try:
+                held = await self._call(f"read {point}", app.read_property(address, ref.object, prop, array_index=index))
+            except BacnetError as err:
+                if err.no_response:
+                    raise
+                continue  # not commandable (no priority array), or not readable
+            if isinstance(held, PriorityValue):  # a choice: its one set element is named by _choice
+                held = None if held._choice == "null" else getattr(held, held._choice)
+            return _scalar(held) == value
+        return False
 
     @staticmethod
     async def _call(what: str, request: Awaitable[T]) -> T:

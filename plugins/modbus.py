@@ -309,25 +309,32 @@ class ModbusDriver:
     # ---- writing ----
 
     async def write(self, point: str, value: Scalar) -> Scalar:
-        """Write one point (single write for 1 register or a coil, write_registers for wider types); return the value read back."""
+        """Write one point unless the device already holds the value (single write for 1 register or a coil,
+        write_registers for wider types); return the value read back."""
         if point not in self.points:
             raise KeyError(f"modbus device {self.context.device} has no point {point!r}")
         p, unit = self.points[point], self.settings.unit
         if p.kind == "coil":
             if not isinstance(value, int) or value not in (0, 1):
                 raise ValueError(f"coil point {point} takes true or false, not {value!r}")
-            response = await self._request("write", lambda c: c.write_coil(p.address, bool(value), device_id=unit))
+            words: list[int] | list[bool] = [bool(value)]
+            send = lambda c: c.write_coil(p.address, bool(value), device_id=unit)  # noqa: E731
         elif p.kind == "holding":
             words = encode(p, value)
             if len(words) == 1:
-                response = await self._request("write", lambda c: c.write_register(p.address, words[0], device_id=unit))
+                send = lambda c: c.write_register(p.address, words[0], device_id=unit)  # noqa: E731
             else:
-                response = await self._request("write", lambda c: c.write_registers(p.address, words, device_id=unit))
+                send = lambda c: c.write_registers(p.address, words, device_id=unit)  # noqa: E731
         else:
             raise ValueError(f"point {point} is a read-only {p.kind} {'input' if p.kind == 'discrete' else 'register'}")
-        if response.isError():
-            code = response.exception_code
-            raise ModbusException(f"modbus device {self.context.device} refused the write to {point} (exception code {code})")
+        # A failover may repeat a write the old active made just before it died: a device that holds the value is not written again.
+        if await self._read(p.kind, p.address, p.width) == words:
+            self.context.log.info("modbus device %s: %s already holds %r; not written again", self.context.device, point, value)
+        else:
+            response = await self._request("write", send)
+            if response.isError():
+                code = response.exception_code
+                raise ModbusException(f"modbus device {self.context.device} refused the write to {point} (exception code {code})")
         values = await self._read(p.kind, p.address, p.width)
         if not isinstance(values, list):
             raise ModbusException(f"modbus device {self.context.device} refused to read back {point} (exception code {values})")

@@ -19,7 +19,8 @@ class Driver(Protocol):
         """Talk to the device (connect, poll, subscribe) until cancelled; reconnect by yourself on errors."""
 
     async def write(self, point: str, value: Scalar) -> Scalar:
-        """Drive `point` to `value` on the device and return the value read back."""
+        """Drive `point` to `value` on the device (not sending it again if the device already holds it: after a failover
+        this may repeat a write the old active made) and return the value read back."""
 
 
 @dataclass(frozen=True)

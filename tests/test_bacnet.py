@@ -127,6 +127,21 @@ async def test_prioritized_write_and_relinquish_read_back(guard: ActGuard, devic
     assert device.stats()["WritePropertyRequest"] == 7
 
 
+async def test_a_write_our_priority_slot_already_holds_is_not_repeated(guard: ActGuard, device: DeviceProcess) -> None:
+    """The check reads our slot of the priority array, not the present value another priority may be setting."""
+    points = {"sp8": {"object": "analog-value,1", "priority": 8}, "sp12": {"object": "analog-value,1", "priority": 12},
+              "temp": {"object": "analog-value,2"}}
+    driver, _ = make_driver(guard.act, points, address=device.address)
+    async with running(driver):
+        assert await driver.write("sp8", 24.0) == 24.0
+        assert await driver.write("sp8", 24.0) == 24.0  # slot 8 holds it: not written again
+        assert await driver.write("sp12", 24.0) == 24.0  # present value 24.0, but slot 12 is empty: written
+        assert await driver.write("sp8", None) == 24.0  # relinquished: slot 12 shows through
+        assert await driver.write("sp8", None) == 24.0  # slot 8 already empty
+        assert await driver.write("temp", 21.5) == 21.5  # not commandable: the property itself already holds it
+    assert device.stats()["WritePropertyRequest"] == 3
+
+
 # ---- change of value ----
 
 

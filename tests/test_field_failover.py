@@ -1,10 +1,12 @@
-"""Field I/O across a failover on real node processes and a real Modbus device: polling moves to the new active,
-an operator write reaches the device exactly once, and a confirmed write is never repeated."""
+"""Field I/O across a failover on real node processes and real devices: polling and COV move to the new active, an
+operator write reaches the device exactly once wherever the old active died, and a confirmed write is never repeated."""
 
 from __future__ import annotations
 
 import signal
 from pathlib import Path
+
+import pytest
 
 from cluster.processes import wait_for
 from conftest import apply_building, confirmed_write, point_view, tandem_cli
@@ -17,6 +19,7 @@ host = "127.0.0.1"
 port = {port}
 poll_interval = 0.1
 timeout = 0.5
+request_gap = {gap}
 
 [[points]]
 name = "ahu1.supply_temp"
@@ -46,12 +49,12 @@ def backup_value(cluster, name: str):
     return (point_view(cluster, "backup", name) or {}).get("value")
 
 
-def ahu_under_control(make_cluster, device, tmp_path: Path):
+def ahu_under_control(make_cluster, device, tmp_path: Path, gap: float = 0.0):
     """Main active (failback manual), polling the AHU device; its supply temperature 21.5 already in the backup's image."""
     device.set("input", 0, [215])
     cluster = make_cluster(failback="manual")
     cluster.wait_active(name="main")
-    applied = apply_building(cluster, BUILDING.format(port=device.port), tmp_path)
+    applied = apply_building(cluster, BUILDING.format(port=device.port, gap=gap), tmp_path)
     assert applied.returncode == 0, applied.stderr
     wait_for(lambda: backup_value(cluster, "ahu1.supply_temp") == 21.5, 10, "21.5 in the backup's image")
     return cluster
@@ -73,6 +76,25 @@ def test_polling_and_writes_follow_the_active_server(make_cluster, tandem_modbus
     device.set("input", 0, [230])
     wait_for(lambda: backup_value(cluster, "ahu1.supply_temp") == 23.0, 5, "the backup polling the device")
     assert len(writes(device)) == 1  # the confirmed write was not repeated by the new active
+
+
+@pytest.mark.parametrize("died", ["before-the-write", "after-the-write"])
+def test_a_write_outstanding_at_failover_reaches_the_device_exactly_once(make_cluster, tandem_modbus_device, tmp_path, died):
+    """Every request of the old active waits 2 s (request_gap), so main is killed either with the committed write still
+    waiting to be sent, or after the device executed it but before main committed the read-back: one write either way."""
+    device = tandem_modbus_device()
+    cluster = ahu_under_control(make_cluster, device, tmp_path, gap=2.0)
+    assert tandem_cli(cluster, "put", "ahu1.setpoint", "19.5", cwd=tmp_path).returncode == 0
+    wait_for(lambda: (point_view(cluster, "backup", "ahu1.setpoint") or {}).get("desired"), 10, "the write committed on the backup")
+    if died == "after-the-write":
+        wait_for(lambda: writes(device), 10, "main's write to reach the device")
+    cluster["main"].kill()
+    assert len(writes(device)) == (died == "after-the-write")
+    assert (point_view(cluster, "backup", "ahu1.setpoint") or {}).get("desired"), "main died before committing the outcome"
+    assert cluster.wait_active(5) == "backup"
+    confirmed = wait_for(lambda: confirmed_write(cluster, "backup", "ahu1.setpoint", 19.5), 15, "the backup confirming the write")
+    assert confirmed["source"] == "modbus:ahu1"
+    assert len(writes(device)) == 1
 
 
 ROOMS = """

@@ -133,6 +133,20 @@ async def test_writes_round_trip_and_read_back(guard, tandem_modbus_device) -> N
             await driver.write("nope", 1)
 
 
+async def test_a_value_the_device_already_holds_is_not_written_again(guard, tandem_modbus_device, caplog) -> None:
+    """After a failover the new active repeats writes whose outcome was not committed: the device must not get them twice."""
+    caplog.set_level(logging.INFO)
+    device = tandem_modbus_device()
+    driver, seen = make_driver(guard.act, device.port, {"sp": {"register": "holding", "address": 3, "type": "float32"}, "c": {"register": "coil", "address": 1}})
+    async with running(driver):
+        await until(lambda: len(seen.latest) == 2, "first poll")
+        for name, value in (("sp", 21.3), ("sp", 21.3), ("c", True), ("c", True), ("sp", 22.0)):
+            assert await driver.write(name, value) == value
+    writes = [(fc, address) for fc, address, *_ in device.stats()["requests"] if fc in (5, 6, 15, 16)]
+    assert writes == [(16, 3), (5, 1), (16, 3)]
+    assert len([r for r in caplog.records if "already holds" in r.getMessage()]) == 2
+
+
 async def test_read_only_kinds_refuse_writes(guard, tandem_modbus_device) -> None:
     device = tandem_modbus_device()
     points = {"d": {"register": "discrete", "address": 0}, "i": {"register": "input", "address": 0}}
