@@ -1,8 +1,9 @@
-"""The `tandem` client commands (status, get, put, transfer, token) speaking to the nodes' HTTP API."""
+"""The `tandem` client commands (status, get, put, transfer, config, alarms, token) speaking to the nodes' HTTP API."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sys
@@ -194,6 +195,43 @@ def cmd_config(config: TandemConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_alarms(config: TandemConfig, args: argparse.Namespace) -> int:
+    code, answer = _any_node(config, "GET", "/api/v1/alarms", servers_only=True)
+    _fail_on_error(code, answer)
+    alarms = answer["alarms"] if args.all else [a for a in answer["alarms"] if a["state"] != "normal" or a["shelved"]]
+    if args.json:
+        print(json.dumps(alarms, indent=2))
+        return 0
+    table = Table(title=f"{len(alarms)} alarm(s)" + ("" if args.all else " not normal (--all shows every alarm)"))
+    for column in ("alarm", "state", "priority", "class", "point", "value", "since", "acknowledged", "shelved until", "message"):
+        table.add_column(column)
+    for alarm in alarms:
+        ack, shelf = alarm["ack"], alarm["shelved"]
+        table.add_row(
+            alarm["name"], alarm["state"], str(alarm["priority"]), alarm["class"], alarm["point"], json.dumps(alarm["value"]),
+            _clock(alarm["since"]), f"{ack['user']} {_clock(ack['ts'])}" if ack else "-", _clock(shelf["until"]) if shelf else "-",
+            alarm["message"],
+        )
+    Console().print(table)
+    return 0
+
+
+def _clock(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts is not None else "-"
+
+
+def cmd_alarm_action(config: TandemConfig, args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"user": args.user, "comment": args.comment}
+    if args.command == "shelve":
+        body["minutes"] = args.minutes
+    path = f"/api/v1/alarms/{urllib.request.quote(args.alarm, safe='')}/{args.command}"
+    code, answer = _through_active(config, "POST", path, body)
+    _fail_on_error(code, answer)
+    shelved = f", shelved until {_clock(answer['shelved']['until'])}" if answer["shelved"] else ""
+    print(f"{answer['name']}: {answer['state']}{shelved}")
+    return 0
+
+
 def cmd_token(config: TandemConfig, args: argparse.Namespace) -> int:
     print(config.api_token)
     return 0
@@ -225,6 +263,16 @@ def build_parser() -> tuple[argparse.ArgumentParser, Any]:
     building = add("config", cmd_config, "apply a building configuration (devices, points) or export the current one")
     building.add_argument("action", choices=["apply", "export"])
     building.add_argument("file", nargs="?", metavar="FILE.toml", help="for apply: the building configuration")
+    alarms = add("alarms", cmd_alarms, "list the alarms that are not normal (or all of them)")
+    alarms.add_argument("--all", action="store_true", help="also list normal alarms")
+    alarms.add_argument("--json", action="store_true", help="print JSON")
+    for action, help_text in (("ack", "acknowledge an alarm"), ("shelve", "shelve an alarm for a while"), ("unshelve", "end an alarm's shelving")):
+        sub = add(action, cmd_alarm_action, help_text)
+        sub.add_argument("alarm")
+        sub.add_argument("--comment", default="", help="why (kept in the alarm journal)")
+        sub.add_argument("--user", default=getpass.getuser(), help="who (default: your login name)")
+        if action == "shelve":
+            sub.add_argument("--minutes", type=float, required=True, help="how long the alarm stays shelved")
     add("token", cmd_token, "print the API bearer token for scripts")
     return parser, add
 

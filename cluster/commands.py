@@ -8,7 +8,7 @@ from typing import NamedTuple, TypeAlias
 Scalar: TypeAlias = bool | int | float | str | None
 
 QUALITIES = ("good", "uncertain", "bad", "comm-failure", "config-error")
-DOCUMENT_KINDS = ("devices", "points", "alarms", "schedules", "trends", "logic", "users", "plugins")
+DOCUMENT_KINDS = ("devices", "points", "alarms", "notifiers", "schedules", "trends", "logic", "users", "plugins")
 MAX_NAME_LENGTH = 200
 MAX_BODY_DEPTH = 32
 
@@ -72,8 +72,9 @@ def _check_source(field: str, value: object) -> None:
 
 
 def _check_kind(field: str, value: object) -> None:
-    if type(value) is not str or value not in _KIND_SET:
-        raise CommandError(field, f"must be one of {', '.join(DOCUMENT_KINDS)}; got {value!r}")
+    """Document kinds: the built-in ones or a plugin function's name (1..MAX_NAME_LENGTH letters, digits, - and _)."""
+    if type(value) is not str or not (value in _KIND_SET or (0 < len(value) <= MAX_NAME_LENGTH and value.replace("-", "_").isidentifier())):
+        raise CommandError(field, f"must be one of {', '.join(DOCUMENT_KINDS)} or a function's name; got {value!r}")
 
 
 def _check_version(field: str, value: object) -> None:
@@ -248,6 +249,55 @@ class ApplyDocuments:
 
 
 @dataclass(frozen=True, slots=True)
+class Step:
+    """One atomic step of a BMS function (alarms, schedules, logic, ...) decided on the active: compare-and-set changes
+    to the function's replicated state, entries for its journal and point writes, applied all or none.
+
+    `changes` are (key, the value the active read or None if absent, the new value or None to delete); a step whose
+    expectations no longer hold (a newer step came first) is rejected whole, so it never takes effect twice. `user`
+    names the operator behind the step (audited) or is None for the function's own decisions. Journal entries stamped
+    before `keep_since` are dropped (retention)."""
+
+    function: str
+    user: str | None
+    ts: float
+    changes: tuple[tuple[str, object, object], ...] = ()
+    journal: tuple[dict, ...] = ()
+    writes: tuple[tuple[str, Scalar], ...] = ()
+    keep_since: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_name("function", self.function)
+        if self.user is not None:
+            _check_name("user", self.user)
+        _check_ts("ts", self.ts)
+        if type(self.changes) is not tuple or type(self.journal) is not tuple or type(self.writes) is not tuple:
+            raise CommandError("changes", "changes, journal and writes must be tuples")
+        changes = []
+        for index, change in enumerate(self.changes):
+            if type(change) is not tuple or len(change) != 3:
+                raise CommandError(f"changes[{index}]", f"must be a (key, expected, new) tuple, got {change!r}")
+            _check_name(f"changes[{index}].key", change[0])
+            changes.append((change[0], _json_copy(f"changes[{index}].expected", change[1]), _json_copy(f"changes[{index}].new", change[2])))
+        if len({key for key, _, _ in changes}) != len(changes):
+            raise CommandError("changes", "name a key at most once")
+        journal = []
+        for index, entry in enumerate(self.journal):
+            if type(entry) is not dict:
+                raise CommandError(f"journal[{index}]", f"must be a dict, got {type(entry).__name__}")
+            journal.append(_json_copy(f"journal[{index}]", entry))
+        for index, write in enumerate(self.writes):
+            if type(write) is not tuple or len(write) != 2:
+                raise CommandError(f"writes[{index}]", f"must be a (point, value) tuple, got {write!r}")
+            _check_name(f"writes[{index}].point", write[0])
+            _check_scalar(f"writes[{index}].value", write[1])
+        if self.keep_since is not None:
+            _check_ts("keep_since", self.keep_since)
+        object.__setattr__(self, "changes", tuple(changes))
+        object.__setattr__(self, "journal", tuple(journal))
+
+
+@dataclass(frozen=True, slots=True)
 class Activate:
     """The activation record: `node` became active in Raft term `term`."""
 
@@ -262,4 +312,4 @@ class Activate:
         _check_ts("ts", self.ts)
 
 
-Command: TypeAlias = UpdatePoints | WritePoint | WriteOutcome | PutDocument | DeleteDocument | ApplyDocuments | Activate
+Command: TypeAlias = UpdatePoints | WritePoint | WriteOutcome | PutDocument | DeleteDocument | ApplyDocuments | Step | Activate

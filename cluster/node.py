@@ -32,10 +32,12 @@ class RoleEvent(NamedTuple):
 
 
 class Change(NamedTuple):
-    """One applied command and its result; command None means the whole image was replaced from a snapshot."""
+    """One applied command and its result; command None means the whole image was replaced from a snapshot.
+    `seq` counts the commands applied so far (the same on every replica); after a snapshot, the snapshot's count."""
 
     command: Command | None
     result: object
+    seq: int
 
 
 class TransferFailed(Exception):
@@ -348,7 +350,7 @@ class ClusterNode:
             self._apply_lags.append(time.time() - command.ts)  # newest sample's stamp -> applied here
         if isinstance(command, Activate) and command.node == self.name and not isinstance(result, Rejected):
             self._activated_term = command.term
-        self._notify(Change(command, result))
+        self._notify(Change(command, result, self.image.applied))
         return result
 
     def _freeze(self) -> Encoder:
@@ -358,7 +360,7 @@ class ClusterNode:
     def _restore(self, data: bytes) -> None:
         self.image = ProcessImage.decode(data)
         logger.info("image restored from snapshot: %d points", len(self.image.points))
-        self._notify(Change(None, None))
+        self._notify(Change(None, None, self.image.applied))
 
     def _notify(self, change: Change) -> None:
         for callback in list(self._change_subscribers):

@@ -17,6 +17,7 @@ from cluster.commands import (
     DeleteDocument,
     PutDocument,
     Scalar,
+    Step,
     UpdatePoints,
     WriteOutcome,
     WritePoint,
@@ -25,7 +26,8 @@ from cluster.commands import (
 # A snapshot is _MAGIC, one format-version byte, then a pickle (protocol 5) of plain data only:
 # no class references, so decoding cannot run code and does not depend on Python class names.
 _MAGIC = b"TNDM-IMAGE"
-_FORMAT_VERSION = 2
+_FORMAT_VERSION = 3
+_READABLE_VERSIONS = (2, 3)  # version 2 had no function state or journals
 _QUALITY_CODES = {quality: code for code, quality in enumerate(QUALITIES)}
 
 
@@ -67,6 +69,14 @@ class DesiredWrite(NamedTuple):
     error: str | None  # why the last attempt failed; None while untried
 
 
+class JournalEntry(NamedTuple):
+    """One entry of a BMS function's journal (e.g. an alarm transition), numbered per function."""
+
+    seq: int
+    ts: float
+    entry: dict
+
+
 class Activation(NamedTuple):
     node: str
     term: int
@@ -94,6 +104,9 @@ class Frozen(NamedTuple):
     applied: int
     desired: dict[str, DesiredWrite]
     write_seq: int
+    functions: dict[str, dict[str, object]]
+    journals: dict[str, tuple[JournalEntry, ...]]
+    journal_seq: dict[str, int]
 
 
 class _PlainUnpickler(pickle.Unpickler):
@@ -102,7 +115,8 @@ class _PlainUnpickler(pickle.Unpickler):
 
 
 class ProcessImage:
-    """Point values, configuration documents, the audit trail and the activation record.
+    """Point values, configuration documents, desired writes, BMS function state and journals, the audit trail and the
+    activation record.
 
     `apply` is deterministic: no clock, no I/O, no randomness; time comes from the command stamps.
     Stored values are immutable tuples; document bodies are never mutated in place (each
@@ -111,6 +125,7 @@ class ProcessImage:
     """
 
     AUDIT_RETENTION = 10_000
+    JOURNAL_RETENTION = 100_000  # entries per function journal, whatever a function's own retention
 
     def __init__(self) -> None:
         self.points: dict[str, PointValue] = {}
@@ -119,6 +134,9 @@ class ProcessImage:
         self.activation: Activation | None = None
         self.desired: dict[str, DesiredWrite] = {}
         self.write_seq = 0
+        self.functions: dict[str, dict[str, object]] = {}  # function -> key -> JSON value
+        self.journals: dict[str, collections.deque[JournalEntry]] = {}
+        self.journal_seq: dict[str, int] = {}  # function -> seq of its last journal entry (kept when entries expire)
         self.last_ts = 0.0
         self.applied = 0
 
@@ -142,15 +160,25 @@ class ProcessImage:
 
     def _write_point(self, cmd: WritePoint) -> int | Rejected | None:
         """A virtual point takes the value (None); a device point records it as desired (its write sequence)."""
-        doc = self.documents["points"].get(cmd.name)
-        if doc is not None and not doc.body.get("writable", False):
-            return Rejected(f"point {cmd.name} is not writable")
+        refusal = self._write_refusal(cmd.name)
+        if refusal is not None:
+            return refusal
         self._audit(cmd.ts, cmd.user, "write", cmd.name, repr(cmd.value))
+        return self._write(cmd.name, cmd.value, cmd.user, cmd.ts)
+
+    def _write_refusal(self, name: str) -> Rejected | None:
+        doc = self.documents["points"].get(name)
+        if doc is not None and not doc.body.get("writable", False):
+            return Rejected(f"point {name} is not writable")
+        return None
+
+    def _write(self, name: str, value: Scalar, user: str, ts: float) -> int | None:
+        doc = self.documents["points"].get(name)
         if doc is None or doc.body.get("device") is None:
-            self.points[cmd.name] = PointValue(cmd.value, "good", cmd.ts, f"user:{cmd.user}")
+            self.points[name] = PointValue(value, "good", ts, f"user:{user}")
             return None
         self.write_seq += 1
-        self.desired[cmd.name] = DesiredWrite(cmd.value, cmd.user, cmd.ts, self.write_seq, None)
+        self.desired[name] = DesiredWrite(value, user, ts, self.write_seq, None)
         return self.write_seq
 
     def _write_outcome(self, cmd: WriteOutcome) -> None:
@@ -168,7 +196,7 @@ class ProcessImage:
 
     def _refusal(self, cmd: PutDocument | DeleteDocument) -> Rejected | None:
         """Why a document change cannot apply now, or None."""
-        current = self.documents[cmd.kind].get(cmd.name)
+        current = self.documents.get(cmd.kind, {}).get(cmd.name)
         if current is None and type(cmd) is DeleteDocument:
             return Rejected(f"not found: {cmd.kind}/{cmd.name}")
         version = current.version if current else 0
@@ -180,7 +208,7 @@ class ProcessImage:
         refusal = self._refusal(cmd)
         if refusal is not None:
             return refusal
-        docs = self.documents[cmd.kind]
+        docs = self.documents.setdefault(cmd.kind, {})  # a plugin function's kind appears with its first document
         current = docs.get(cmd.name)
         version = current.version + 1 if current else 1
         docs[cmd.name] = Document(version, cmd.body, cmd.user, cmd.ts)
@@ -201,6 +229,39 @@ class ProcessImage:
             if refusal is not None:
                 return refusal
         return tuple(_HANDLERS[type(change)](self, change) for change in cmd.changes)
+
+    def _step(self, cmd: Step) -> tuple[int | None, ...] | Rejected:
+        """Apply a BMS function's step whole, or reject it whole; the result holds the write sequences of its writes."""
+        state = self.functions.get(cmd.function, {})
+        for key, expected, _ in cmd.changes:
+            if state.get(key) != expected:
+                return Rejected(f"stale step: {cmd.function}/{key} changed since the step was decided")
+        for point, _ in cmd.writes:
+            refusal = self._write_refusal(point)
+            if refusal is not None:
+                return refusal
+        state = self.functions.setdefault(cmd.function, {})
+        for key, _, new in cmd.changes:
+            if new is None:
+                state.pop(key, None)
+            else:
+                state[key] = new
+        if not state:
+            del self.functions[cmd.function]
+        journal = self.journals.get(cmd.function)
+        if cmd.journal:
+            journal = self.journals.setdefault(cmd.function, collections.deque(maxlen=self.JOURNAL_RETENTION))
+            seq = self.journal_seq.get(cmd.function, 0)
+            journal.extend(JournalEntry(seq + i, cmd.ts, entry) for i, entry in enumerate(cmd.journal, start=1))
+            self.journal_seq[cmd.function] = seq + len(cmd.journal)
+        if journal is not None and cmd.keep_since is not None:
+            while journal and journal[0].ts < cmd.keep_since:
+                journal.popleft()
+        user = cmd.user or cmd.function
+        if cmd.user is not None:
+            events = ", ".join(str(entry.get("event", "")) for entry in cmd.journal)
+            self._audit(cmd.ts, cmd.user, cmd.function, ", ".join(key for key, _, _ in cmd.changes), events)
+        return tuple(self._write(point, value, user, cmd.ts) for point, value in cmd.writes)
 
     def _activate(self, cmd: Activate) -> Rejected | None:
         if self.activation is not None and self.activation.term > cmd.term:
@@ -226,6 +287,9 @@ class ProcessImage:
             self.applied,
             dict(self.desired),
             self.write_seq,
+            {function: dict(state) for function, state in self.functions.items()},
+            {function: tuple(journal) for function, journal in self.journals.items()},
+            dict(self.journal_seq),
         )
 
     @staticmethod
@@ -253,6 +317,9 @@ class ProcessImage:
             "applied": frozen.applied,
             "desired": {name: tuple(write) for name, write in frozen.desired.items()},
             "write_seq": frozen.write_seq,
+            "functions": frozen.functions,
+            "journals": {function: list(map(tuple, journal)) for function, journal in frozen.journals.items()},
+            "journal_seq": frozen.journal_seq,
         }
         out = io.BytesIO()
         out.write(_MAGIC + bytes([_FORMAT_VERSION]))
@@ -269,10 +336,10 @@ class ProcessImage:
         if data[: len(_MAGIC)] != _MAGIC:
             raise ValueError("not a Tandem process image snapshot (bad magic)")
         version = data[len(_MAGIC)] if len(data) > len(_MAGIC) else None
-        if version != _FORMAT_VERSION:
+        if version not in _READABLE_VERSIONS:
             raise ValueError(
                 f"unsupported process image format version {version} "
-                f"(this build reads version {_FORMAT_VERSION})"
+                f"(this build reads versions {', '.join(map(str, _READABLE_VERSIONS))})"
             )
         stream = io.BytesIO(data)
         stream.seek(len(_MAGIC) + 1)
@@ -295,6 +362,12 @@ class ProcessImage:
             image.applied = payload["applied"]
             image.desired = {name: DesiredWrite._make(write) for name, write in payload["desired"].items()}
             image.write_seq = payload["write_seq"]
+            image.functions = payload.get("functions", {})
+            image.journals = {
+                function: collections.deque(map(JournalEntry._make, journal), maxlen=cls.JOURNAL_RETENTION)
+                for function, journal in payload.get("journals", {}).items()
+            }
+            image.journal_seq = payload.get("journal_seq", {})
         except Exception as exc:
             raise ValueError(f"corrupt process image snapshot: {exc}") from exc
         return image
@@ -311,5 +384,6 @@ _HANDLERS: dict[type, Callable[[ProcessImage, Any], object]] = {
     PutDocument: ProcessImage._put_document,
     DeleteDocument: ProcessImage._delete_document,
     ApplyDocuments: ProcessImage._apply_documents,
+    Step: ProcessImage._step,
     Activate: ProcessImage._activate,
 }

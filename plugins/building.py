@@ -1,9 +1,10 @@
-"""The building configuration (devices and points) as replicated documents: validate an import against the drivers, plan it, export it."""
+"""The building configuration (devices, points, notifiers and the functions' entries) as replicated documents: validate
+an import against the loaded plugins, plan it, export it."""
 
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -12,8 +13,12 @@ from cluster.state import ProcessImage
 
 from .types import DriverSpec
 
+if TYPE_CHECKING:
+    from .manager import PluginSet
+
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,199}$")]
-KINDS = ("devices", "points")
+BASE_KINDS = ("devices", "points", "notifiers")  # then one section per loaded function: [[alarms]], [[schedules]], ...
+ALARM_EVENTS = ("raised", "returned", "acked", "shelved", "unshelved", "removed")
 
 
 class BuildingError(ValueError):
@@ -42,10 +47,28 @@ class PointEntry(BaseModel):
     deadband: Annotated[float, Field(ge=0)] = 0.0
 
 
+class NotifierEntry(BaseModel):
+    """A [[notifiers]] entry: which alarm events go where; the rest belongs to the notifier kind's model."""
+
+    model_config = ConfigDict(extra="allow")
+    name: Name
+    notifier: Name
+    events: list[Literal[ALARM_EVENTS]] = ["raised"]  # type: ignore[valid-type]
+    classes: list[str] = []  # alarm classes to send; empty: all
+
+
+class FunctionEntry(BaseModel):
+    """A function's entry: a name; the rest belongs to the function's model."""
+
+    model_config = ConfigDict(extra="allow")
+    name: Name
+
+
 class Building(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="allow")  # the functions' sections, checked against the loaded functions
     devices: list[DeviceEntry] = []
     points: list[PointEntry] = []
+    notifiers: list[NotifierEntry] = []
 
 
 def _where(prefix: str, loc: tuple) -> str:
@@ -59,10 +82,12 @@ def _problems(prefix: str, exc: ValidationError) -> list[str]:
     return [f"{_where(prefix, tuple(error['loc']))}: {error['msg']}" for error in exc.errors()]
 
 
-def _specific(entry: BaseModel, model: type[BaseModel], where: str, problems: list[str]) -> dict[str, Any] | None:
-    """Validate an entry's driver-specific keys with the driver's model; the normalised keys, or None."""
+def _specific(
+    entry: BaseModel, model: type[BaseModel], where: str, problems: list[str], context: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """Validate an entry's plugin-specific keys with the plugin's model; the normalised keys, or None."""
     try:
-        return model.model_validate(entry.model_extra or {}).model_dump(mode="json", by_alias=True)
+        return model.model_validate(entry.model_extra or {}, context=context).model_dump(mode="json", by_alias=True)
     except ValidationError as exc:
         problems.extend(_problems(where, exc))
         return None
@@ -76,16 +101,27 @@ def _duplicates(kind: str, entries: list[Any], problems: list[str]) -> None:
         first.setdefault(entry.name, index)
 
 
-def validate_building(raw: Any, drivers: dict[str, DriverSpec]) -> dict[str, dict[str, dict[str, Any]]]:
+def building_kinds(plugins: PluginSet) -> tuple[str, ...]:
+    """The sections a building file may have with these plugins loaded."""
+    return BASE_KINDS + tuple(sorted(plugins.functions))
+
+
+def validate_building(raw: Any, plugins: PluginSet) -> dict[str, dict[str, dict[str, Any]]]:
     """Check a building configuration; returns the documents {kind: {name: body}} or raises BuildingError."""
+    unknown = sorted(set(raw) - set(building_kinds(plugins))) if isinstance(raw, dict) else []
+    if unknown:
+        known = ", ".join(building_kinds(plugins))
+        raise BuildingError([f"{kind}: no such section; a building has {known}" for kind in unknown])
     try:
-        building = Building.model_validate(raw)
+        building = Building.model_validate({kind: raw[kind] for kind in BASE_KINDS if kind in raw} if isinstance(raw, dict) else raw)
+        functions = {kind: [FunctionEntry.model_validate(entry) for entry in raw.get(kind, [])] for kind in plugins.functions}
     except ValidationError as exc:
         raise BuildingError(_problems("", exc)) from None
     problems: list[str] = []
-    _duplicates("devices", building.devices, problems)
-    _duplicates("points", building.points, problems)
-    documents: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in KINDS}
+    for kind, entries in (("devices", building.devices), ("points", building.points), ("notifiers", building.notifiers), *functions.items()):
+        _duplicates(kind, entries, problems)
+    documents: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in building_kinds(plugins)}
+    drivers = plugins.drivers
     device_drivers: dict[str, DriverSpec] = {}
     for index, device in enumerate(building.devices):
         spec = drivers.get(device.driver)
@@ -114,17 +150,34 @@ def validate_building(raw: Any, drivers: dict[str, DriverSpec]) -> dict[str, dic
         specific = _specific(point, spec.point_model, f"points[{index}]", problems)
         if specific is not None:
             documents["points"][point.name] = {**common, **specific}
+    for index, notifier in enumerate(building.notifiers):
+        notifier_spec = plugins.notifiers.get(notifier.notifier)
+        if notifier_spec is None:
+            known = ", ".join(sorted(plugins.notifiers)) or "none"
+            problems.append(f"notifiers[{index}].notifier: no notifier {notifier.notifier!r} (loaded notifiers: {known})")
+            continue
+        specific = _specific(notifier, notifier_spec.model, f"notifiers[{index}]", problems)
+        if specific is not None:
+            documents["notifiers"][notifier.name] = {"notifier": notifier.notifier, "events": notifier.events, "classes": notifier.classes, **specific}
+    context = {"points": {point.name for point in building.points}}  # what entries may refer to
+    for kind, entries in functions.items():
+        model = plugins.functions[kind].model
+        for index, entry in enumerate(entries):
+            specific = _specific(entry, model, f"{kind}[{index}]", problems, context)
+            if specific is not None:
+                documents[kind][entry.name] = specific
     if problems:
         raise BuildingError(problems)
     return documents
 
 
 def plan(image: ProcessImage, documents: dict[str, dict[str, dict[str, Any]]], user: str) -> ApplyDocuments | None:
-    """The one command that turns the image's building into `documents`; None when nothing changes."""
+    """The one command that turns the image's building into `documents` (kinds it does not name are left alone); None
+    when nothing changes."""
     ts = time.time()
     changes: list[PutDocument | DeleteDocument] = []
-    for kind in KINDS:
-        current = image.documents[kind]
+    for kind in documents:
+        current = image.documents.get(kind, {})
         for name, body in documents[kind].items():
             if name not in current or current[name].body != body:
                 changes.append(PutDocument(kind, name, body, user, ts))
@@ -132,12 +185,12 @@ def plan(image: ProcessImage, documents: dict[str, dict[str, dict[str, Any]]], u
     return ApplyDocuments(tuple(changes)) if changes else None
 
 
-def export(image: ProcessImage) -> dict[str, list[dict[str, Any]]]:
+def export(image: ProcessImage, plugins: PluginSet) -> dict[str, list[dict[str, Any]]]:
     """The building as it would be written in a TOML file (what `tandem config export` prints)."""
     building: dict[str, list[dict[str, Any]]] = {}
-    for kind in KINDS:
+    for kind in building_kinds(plugins):
         entries = []
-        for name, document in sorted(image.documents[kind].items()):
+        for name, document in sorted(image.documents.get(kind, {}).items()):
             entries.append({"name": name, **{key: value for key, value in document.body.items() if value is not None}})
         building[kind] = entries
     return building

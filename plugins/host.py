@@ -18,12 +18,11 @@ from cluster.node import Change, ClusterNode
 from cluster.raft import ProposalFailed
 
 from .manager import PluginSet
+from .supervisor import keep_running, stop_all
 from .types import DeviceContext, Driver, DriverSpec, Reading
 
 logger = logging.getLogger(__name__)
 
-STOP_BUDGET = 0.15  # seconds a driver gets to finish after cancellation (field I/O stops within 200 ms)
-RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)  # back-off after a driver's run() fails
 WRITE_ATTEMPTS = 3  # tries per desired write on one active before it is left with its error
 RECHECK_PERIOD = 0.5  # seconds between reconciliations without an event (a lease blip shorter than a tick sends none)
 
@@ -168,7 +167,9 @@ class PluginHost:
             return
         self._config_errors.pop(name, None)
         device = _Device(name, key, driver, spec.plugin, source)
-        device.task = asyncio.create_task(self._run_device(device), name=f"device {name}")
+        failed = lambda error: setattr(device, "error", error)  # noqa: E731
+        device.task = asyncio.create_task(keep_running(f"device {name} (plugin {spec.plugin})", driver.run, failed), name=f"device {name}")
+        device.task.add_done_callback(lambda _: self._wake.set())  # ended by NotActive: reconcile now
         self._devices[name] = device
         logger.info("device %s: driver %s started", name, spec.name)
 
@@ -209,35 +210,9 @@ class PluginHost:
     async def _stop(self, names: list[str]) -> None:
         devices = [self._devices.pop(name) for name in names if name in self._devices]
         tasks = [device.task for device in devices if device.task is not None]
-        tasks += [task for (point, _), task in self._writes.items() if self._device_of(point) in names]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            _, late = await asyncio.wait(tasks, timeout=STOP_BUDGET)
-            for task in late:
-                logger.error("%s did not stop within %.0f ms of cancellation", task.get_name(), STOP_BUDGET * 1000)
+        await stop_all(tasks + [task for (point, _), task in self._writes.items() if self._device_of(point) in names])
         for device in devices:
             logger.info("device %s: driver stopped", device.name)
-
-    async def _run_device(self, device: _Device) -> None:
-        """Run the driver; on failure log once per distinct error and restart with back-off."""
-        failures = 0
-        while True:
-            try:
-                await device.driver.run()
-                error = "run() returned; drivers run until cancelled"
-            except asyncio.CancelledError:
-                raise
-            except NotActive:  # the lease lapsed at the moment of acting: end; the host restarts it once active again
-                self._wake.set()
-                return
-            except Exception as exc:  # a plugin's bug must not take the node down
-                error = f"{type(exc).__name__}: {exc}"
-            if error != device.error:
-                logger.error("device %s (plugin %s) failed: %s", device.name, device.plugin, error)
-                device.error = error
-            await asyncio.sleep(RESTART_DELAYS[min(failures, len(RESTART_DELAYS) - 1)])
-            failures += 1
 
     def _device_of(self, point: str) -> str | None:
         doc = self._node.image.documents["points"].get(point)

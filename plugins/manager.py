@@ -6,20 +6,25 @@ import importlib
 import importlib.metadata
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import Any
 
 import pluggy
 
 from . import hookspecs
-from .types import DriverSpec
+from .types import DriverSpec, FunctionSpec, NotifierSpec
 
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "tandem"
 # plugin name -> module: our own drivers and functions, loaded through the same hooks as third-party plugins
-BUILTIN_PLUGINS: dict[str, str] = {"modbus": "plugins.modbus", "bacnet": "plugins.bacnet"}
+BUILTIN_PLUGINS: dict[str, str] = {
+    "modbus": "plugins.modbus",
+    "bacnet": "plugins.bacnet",
+    "alarms": "plugins.alarms",
+    "webhook": "plugins.webhook",
+}
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,8 @@ class PluginSet:
     required: list[str] = field(default_factory=list)  # the plugins asked for: all must load for the node to become active
     loaded: list[str] = field(default_factory=list)
     drivers: dict[str, DriverSpec] = field(default_factory=dict)
+    functions: dict[str, FunctionSpec] = field(default_factory=dict)
+    notifiers: dict[str, NotifierSpec] = field(default_factory=dict)
     problems: list[PluginProblem] = field(default_factory=list)
 
     def problem(self, plugin: str, stage: str, error: BaseException | str) -> None:
@@ -87,7 +94,9 @@ def load_plugins(enabled: Iterable[str] | None, builtins: dict[str, str] = BUILT
         plugins.loaded.append(name)
     for name in sorted(wanted - seen):
         plugins.problem(name, "load", f"enabled in [cluster] plugins but not installed (no built-in or '{ENTRY_POINT_GROUP}' entry point)")
-    _collect_drivers(plugins)
+    _collect(plugins, "tandem_drivers", DriverSpec, plugins.drivers)
+    _collect(plugins, "tandem_functions", FunctionSpec, plugins.functions)
+    _collect(plugins, "tandem_notifiers", NotifierSpec, plugins.notifiers)
     return plugins
 
 
@@ -100,25 +109,27 @@ def _register(manager: pluggy.PluginManager, name: str, plugin: ModuleType | obj
         raise
 
 
-def _collect_drivers(plugins: PluginSet) -> None:
-    for impl in plugins.manager.hook.tandem_drivers.get_hookimpls():
+def _collect(plugins: PluginSet, hook: str, record: type, into: dict[str, Any]) -> None:
+    """Call a registration hook of every plugin; keep what each registers unless a name repeats (then drop the plugin)."""
+    what = record.__name__.removesuffix("Spec").lower()
+    for impl in getattr(plugins.manager.hook, hook).get_hookimpls():
         name = impl.plugin_name
-        registered: list[DriverSpec] = []
+        registered: list[Any] = []
 
-        def register(spec: DriverSpec, registered: list[DriverSpec] = registered) -> None:
-            if not isinstance(spec, DriverSpec):
-                raise TypeError(f"register() takes a DriverSpec, got {type(spec).__name__}")
+        def register(spec: Any, registered: list[Any] = registered) -> None:
+            if not isinstance(spec, record):
+                raise TypeError(f"register() takes a {record.__name__}, got {type(spec).__name__}")
             registered.append(spec)
 
         try:
             impl.function(register=register)
             names = [spec.name for spec in registered]
             for spec in registered:
-                if spec.name in plugins.drivers or names.count(spec.name) > 1:
-                    owner = plugins.drivers[spec.name].plugin if spec.name in plugins.drivers else name
-                    raise ValueError(f"driver {spec.name!r} is already registered by plugin {owner}")
+                if spec.name in into or names.count(spec.name) > 1:
+                    owner = into[spec.name].plugin if spec.name in into else name
+                    raise ValueError(f"{what} {spec.name!r} is already registered by plugin {owner}")
         except Exception as exc:
             plugins.drop(name, "register", exc)
             continue
         for spec in registered:
-            plugins.drivers[spec.name] = DriverSpec(spec.name, spec.factory, spec.device_model, spec.point_model, plugin=name)
+            into[spec.name] = replace(spec, plugin=name)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
 from cluster.commands import Scalar
+from cluster.state import ProcessImage
 
 
 class Driver(Protocol):
@@ -54,3 +55,55 @@ class DriverSpec:
     device_model: type[BaseModel]
     point_model: type[BaseModel]
     plugin: str = field(default="", compare=False)  # filled in by the host: the plugin that registered it
+
+
+class StepRejected(Exception):
+    """A function's step was not applied: what it read changed meanwhile (decide again), or a write was refused."""
+
+
+class Function(Protocol):
+    """A BMS function (alarms, schedules, logic, ...): runs on the active server while it is active."""
+
+    async def run(self) -> None:
+        """Watch the image and commit steps until cancelled; state lives in the image, so a new active continues it."""
+
+
+@dataclass(frozen=True)
+class FunctionContext:
+    """What a function factory gets: its validated entries, a read-only view of the image, and the way to commit."""
+
+    function: str
+    entries: dict[str, BaseModel]  # entry name -> its [[<kind>]] entry, validated by FunctionSpec.model
+    image: ProcessImage  # read only: points, documents, functions (replicated state) and journals
+    step: Callable[..., Awaitable[Any]]  # step(changes=(), journal=(), writes=(), keep_since=None): commit a cluster.commands.Step
+    changed: Callable[[float], Awaitable[set[str]]]  # changed(timeout): names of points changed since the last call ("*": all)
+    act: Callable[[str], int]  # the active guard: call before every effect outside the cluster (a notification); raises NotActive
+    notifiers: dict[str, NotifierSpec]
+    log: logging.Logger
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """A BMS function configured by the [[<name>]] entries of the building (each validated by `model`), run by `factory`."""
+
+    name: str
+    factory: Callable[[FunctionContext], Function]
+    model: type[BaseModel]
+    plugin: str = field(default="", compare=False)
+
+
+class Notifier(Protocol):
+    """Sends alarm events somewhere (a webhook, mail); built per [[notifiers]] entry on the active server."""
+
+    async def send(self, event: dict[str, Any]) -> None:
+        """Deliver one journal event (its "id" stays the same if it is ever sent again); raise if it was not delivered."""
+
+
+@dataclass(frozen=True)
+class NotifierSpec:
+    """A kind of notifier: `model` validates the notifier-specific keys of a [[notifiers]] entry."""
+
+    name: str
+    factory: Callable[[BaseModel], Notifier]
+    model: type[BaseModel]
+    plugin: str = field(default="", compare=False)

@@ -418,12 +418,12 @@ def test_building_documents_name_the_key_and_validate_again_on_the_host() -> Non
         "points": [{"name": "fan", "device": "plc", "register": "coil", "address": 3, "writable": True},
                    {"name": "temp", "device": "plc", "register": "input", "address": 0, "type": "int16", "scale": 0.1}],
     }
-    documents = validate_building(building, plugins.drivers)
+    documents = validate_building(building, plugins)
     assert documents["points"]["fan"]["type"] == "bool" and documents["points"]["temp"]["register"] == "input"
     for body in documents["points"].values():  # what the host validates when it starts the driver
         ModbusPoint.model_validate({k: v for k, v in body.items() if k not in ("device", "writable", "deadband")})
     ModbusDevice.model_validate({k: v for k, v in documents["devices"]["plc"].items() if k != "driver"})
     building["points"].append({"name": "bad", "device": "plc", "register": "coil", "address": 4, "type": "float32"})
     with pytest.raises(BuildingError) as caught:
-        validate_building(building, plugins.drivers)
+        validate_building(building, plugins)
     assert caught.value.problems == ["points[2].type: Value error, a coil holds one bit: the type must be bool, not float32"]

@@ -11,6 +11,7 @@ from cluster.commands import (
     DeleteDocument,
     PointUpdate,
     PutDocument,
+    Step,
     UpdatePoints,
     WriteOutcome,
     WritePoint,
@@ -20,6 +21,7 @@ from cluster.state import (
     AuditEntry,
     DesiredWrite,
     Document,
+    JournalEntry,
     PointValue,
     ProcessImage,
     Rejected,
@@ -59,6 +61,10 @@ def scenario() -> list:
         WritePoint("ahu-1/sp", 19.5, "alice", 23.0),
         WritePoint("ahu-1/sp", 20.5, "alice", 24.0),
         WriteOutcome("ahu-1/sp", 1, 19.5, None, "modbus:ahu-1", 25.0),
+        Step("alarms", None, 26.0, changes=(("hi", None, {"state": "active-unacked"}),), journal=({"event": "raised"},)),
+        Step("alarms", "alice", 27.0, changes=(("hi", {"state": "active-unacked"}, {"state": "active-acked"}),), journal=({"event": "acked"},)),
+        Step("alarms", "bob", 28.0, changes=(("hi", {"state": "active-unacked"}, {"state": "active-acked"}),)),
+        Step("schedules", None, 29.0, changes=(("night", None, 1),), writes=(("ahu-1/sp", 18.0), ("zone-9/mode", "eco"))),
     ]
 
 
@@ -271,6 +277,53 @@ def test_write_to_a_point_that_is_not_writable_is_rejected():
     assert image.desired == {} and image.write_seq == 0
 
 
+def test_a_step_applies_whole_only_if_what_the_function_read_still_holds():
+    image = ProcessImage()
+    first = Step("logic", None, 1.0, changes=(("t1", None, {"run": 1.0}), ("c1", None, 5)), journal=({"event": "start"},))
+    assert image.apply(first) == ()
+    stale = Step("logic", None, 2.0, changes=(("c1", 5, 6), ("t1", None, {"run": 2.0})), journal=({"event": "again"},), writes=(("v", 1),))
+    assert image.apply(stale) == Rejected("stale step: logic/t1 changed since the step was decided")
+    assert image.functions == {"logic": {"t1": {"run": 1.0}, "c1": 5}}
+    assert [entry.seq for entry in image.journals["logic"]] == [1] and "v" not in image.points
+    assert image.apply(Step("logic", None, 3.0, changes=(("t1", {"run": 1.0}, None), ("c1", 5, None)))) == ()
+    assert image.functions == {}  # deleting every key leaves no empty function behind
+
+
+def test_a_step_writes_points_as_its_function_and_audits_only_operators():
+    image = ProcessImage()
+    image.apply(PutDocument("points", "ro", {"device": "d"}, "bob", 1.0))
+    image.apply(PutDocument("points", "sp", {"device": "d", "writable": True}, "bob", 1.0))
+    audited = len(image.audit)
+    assert image.apply(Step("schedules", None, 2.0, writes=(("sp", 21.0), ("mode", "day")))) == (1, None)
+    assert image.desired["sp"].user == "schedules" and image.points["mode"].source == "user:schedules"
+    assert len(image.audit) == audited  # the function's own decisions are in its journal, not in the audit trail
+    assert image.apply(Step("schedules", None, 3.0, changes=(("k", None, 1),), writes=(("ro", 1),))) == Rejected("point ro is not writable")
+    assert "schedules" not in image.functions
+    image.apply(Step("alarms", "alice", 4.0, changes=(("hi", None, 1),), journal=({"event": "acked"},)))
+    assert image.audit[-1] == AuditEntry(image.audit[-1].seq, 4.0, "alice", "alarms", "hi", "acked")
+
+
+def test_journal_retention_keeps_numbering():
+    image = ProcessImage()
+    for ts in (1.0, 2.0, 3.0):
+        image.apply(Step("alarms", None, ts, journal=({"event": "e"}, {"event": "f"})))
+    image.apply(Step("alarms", None, 4.0, keep_since=3.0))
+    assert [(entry.seq, entry.ts) for entry in image.journals["alarms"]] == [(5, 3.0), (6, 3.0)]
+    image.apply(Step("alarms", None, 5.0, journal=({"event": "g"},), keep_since=10.0))
+    assert list(image.journals["alarms"]) == [] and image.journal_seq["alarms"] == 7
+
+
+def test_a_version_2_snapshot_is_still_read():
+    image = applied(scenario()[:18])  # nothing a version 2 image could not hold
+    frozen = image.freeze()._replace(functions={}, journals={}, journal_seq={})
+    data = bytearray(ProcessImage.encode(frozen))
+    payload = pickle.loads(bytes(data[11:]))
+    for key in ("functions", "journals", "journal_seq"):
+        del payload[key]
+    old = bytes(data[:10]) + b"\x02" + pickle.dumps(payload, 5)
+    assert ProcessImage.decode(old).freeze() == image.freeze()
+
+
 def test_activate_records_the_newest_term_and_rejects_stale_ones():
     image = ProcessImage()
 
@@ -323,7 +376,8 @@ def test_unknown_command_raises_and_changes_nothing():
         (lambda: WritePoint("", 1, "alice", 1.0), "name", "must not be empty"),
         (lambda: WritePoint("p", {"a": 1}, "alice", 1.0), "value", "got dict"),
         (lambda: WritePoint("p", 1, "al ice", 1.0), "user", "whitespace"),
-        (lambda: PutDocument("gadgets", "x", {}, "bob", 1.0), "kind", "must be one of devices"),
+        (lambda: PutDocument("gad gets", "x", {}, "bob", 1.0), "kind", "must be one of devices"),
+        (lambda: PutDocument("", "x", {}, "bob", 1.0), "kind", "or a function's name"),
         (lambda: PutDocument("devices", "", {}, "bob", 1.0), "name", "must not be empty"),
         (lambda: PutDocument("devices", "x", [1, 2], "bob", 1.0), "body", "must be a dict, got list"),
         (lambda: PutDocument("devices", "x", {"a": [1, {2, 3}]}, "bob", 1.0), "body['a'][1]", "got set"),
@@ -336,6 +390,13 @@ def test_unknown_command_raises_and_changes_nothing():
         (lambda: Activate("main", -1, 1.0), "term", "non-negative int"),
         (lambda: Activate("main", True, 1.0), "term", "non-negative int"),
         (lambda: Activate("", 1, 1.0), "node", "must not be empty"),
+        (lambda: Step("alarms", None, 1.0, changes=(("k", None),)), "changes[0]", "(key, expected, new)"),
+        (lambda: Step("alarms", None, 1.0, changes=(("k", None, {1, 2}),)), "changes[0].new", "got set"),
+        (lambda: Step("alarms", None, 1.0, changes=(("k", None, 1), ("k", 1, 2))), "changes", "at most once"),
+        (lambda: Step("alarms", None, 1.0, journal=("raised",)), "journal[0]", "must be a dict"),
+        (lambda: Step("alarms", None, 1.0, writes=(("p", [1]),)), "writes[0].value", "got list"),
+        (lambda: Step("al arms", None, 1.0), "function", "whitespace"),
+        (lambda: Step("alarms", None, 1.0, keep_since=float("inf")), "keep_since", "finite"),
     ],
 )
 def test_invalid_fields_are_named(build, field, problem):
@@ -381,12 +442,14 @@ def test_scenario_outcome():
 
     assert [type(r).__name__ if isinstance(r, Rejected) else r for r in results] == [
         None, None, None, None, 1, "Rejected", 1, None, "Rejected", (1, None), "Rejected", None, "Rejected", None,
-        1, 1, 2, None,
+        1, 1, 2, None, (), (), "Rejected", (3, None),
     ]
     assert image.activation == Activation("backup", 2, 19.0)
     assert image.points["zone-1/temp"] == PointValue(None, "comm-failure", 21.0, "modbus:dev-1")
-    assert (image.last_ts, image.applied, len(image.points)) == (25.0, 18, 54)
-    assert image.desired == {"ahu-1/sp": DesiredWrite(20.5, "alice", 24.0, 2, None)}
+    assert (image.last_ts, image.applied, len(image.points)) == (29.0, 22, 55)
+    assert image.desired == {"ahu-1/sp": DesiredWrite(18.0, "schedules", 29.0, 3, None)}
+    assert image.functions == {"alarms": {"hi": {"state": "active-acked"}}, "schedules": {"night": 1}}
+    assert list(image.journals["alarms"]) == [JournalEntry(1, 26.0, {"event": "raised"}), JournalEntry(2, 27.0, {"event": "acked"})]
 
 
 def test_audit_keeps_only_the_newest_entries():

@@ -20,6 +20,7 @@ from cluster.node import ClusterNode, TransferFailed
 from cluster.raft import ProposalFailed
 from cluster.state import Rejected
 from cluster.status import compose_status
+from plugins.alarms import AlarmError, alarm_list, notifier_progress, operator_step
 from plugins.building import BuildingError, export, plan, validate_building
 from plugins.manager import PluginSet
 
@@ -183,7 +184,7 @@ async def post_points(request: web.Request) -> web.Response:
 
 
 async def get_config(request: web.Request) -> web.Response:
-    return web.json_response(export(request.app[NODE].image))
+    return web.json_response(export(request.app[NODE].image, request.app[PLUGINS]))
 
 
 async def post_config(request: web.Request) -> web.Response:
@@ -195,7 +196,7 @@ async def post_config(request: web.Request) -> web.Response:
     if not node.is_active():
         return _not_active(node)
     try:
-        documents = validate_building(body, request.app[PLUGINS].drivers)
+        documents = validate_building(body, request.app[PLUGINS])
     except BuildingError as exc:
         return _error(400, "invalid building configuration", problems=exc.problems)
     command = plan(node.image, documents, "api")
@@ -207,6 +208,54 @@ async def post_config(request: web.Request) -> web.Response:
     if isinstance(result, Rejected):
         return _error(409, f"the configuration changed meanwhile ({result.reason}); apply again")
     return web.json_response({"changed": len(command.changes)})
+
+
+async def get_alarms(request: web.Request) -> web.Response:
+    image = request.app[NODE].image
+    return web.json_response({"alarms": alarm_list(image), "notifiers": notifier_progress(image)})
+
+
+async def get_alarm_journal(request: web.Request) -> web.Response:
+    """Alarm journal entries after seq `after` (default 0), oldest first, at most `limit` (default 1000)."""
+    try:
+        after, limit = int(request.query.get("after", 0)), int(request.query.get("limit", 1000))
+    except ValueError:
+        return _error(400, "'after' and 'limit' must be integers")
+    if not 0 < limit <= 10_000:
+        return _error(400, "'limit' must be 1 to 10000")
+    journal = tuple(request.app[NODE].image.journals.get("alarms", ()))
+    entries = [{"seq": seq, "ts": ts, **entry} for seq, ts, entry in journal if seq > after][:limit]
+    return web.json_response({"entries": entries})
+
+
+async def alarm_action(request: web.Request) -> web.Response:
+    """Acknowledge, shelve ({"minutes": ...}) or unshelve an alarm, with an optional comment."""
+    node = request.app[NODE]
+    body = await _json_body(request, '{"user": "alice", "comment": "checked on site", "minutes": 60}')
+    if isinstance(body, web.Response):
+        return body
+    if not isinstance(body, dict) or not set(body) <= {"user", "comment", "minutes"}:
+        return _error(400, "body must be an object with optional 'user', 'comment' and (to shelve) 'minutes'")
+    user, comment, minutes = body.get("user", "api"), body.get("comment", ""), body.get("minutes")
+    if not isinstance(comment, str) or len(comment) > 1000:
+        return _error(400, "'comment' must be a string of at most 1000 characters")
+    if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not 0 < minutes <= 60 * 24 * 30):
+        return _error(400, "'minutes' must be a number from 0 to 43200 (30 days)")
+    if not node.is_active():
+        return _not_active(node)
+    until = time.time() + minutes * 60 if minutes is not None else None
+    try:
+        step = operator_step(node.image, request.match_info["name"], user, request.match_info["action"], comment, until)
+    except AlarmError as exc:
+        return _error(exc.status, str(exc))
+    except CommandError as exc:
+        return _error(400, str(exc))
+    result = await _commit(node, step)
+    if isinstance(result, web.Response):
+        return result
+    if isinstance(result, Rejected):
+        return _error(409, f"the alarm changed meanwhile ({result.reason}); look again")
+    return web.json_response(next(a for a in alarm_list(node.image) if a["name"] == request.match_info["name"]))
 
 
 async def transfer(request: web.Request) -> web.Response:
@@ -245,4 +294,7 @@ def create_app(node: ClusterNode, plugins: PluginSet) -> web.Application:
         app.router.add_post("/api/v1/cluster/transfer", transfer)
         app.router.add_get("/api/v1/config", get_config)
         app.router.add_post("/api/v1/config", post_config)
+        app.router.add_get("/api/v1/alarms", get_alarms)
+        app.router.add_get("/api/v1/alarms/journal", get_alarm_journal)
+        app.router.add_post("/api/v1/alarms/{name}/{action:ack|shelve|unshelve}", alarm_action)
     return app

@@ -15,6 +15,7 @@ from cluster.config import TandemConfig
 from cluster.journal import JournalCorrupt
 from cluster.node import ClusterNode
 from cluster.raft import RaftError
+from plugins.functions import FunctionHost
 from plugins.host import PluginHost
 from plugins.manager import PluginSet, load_plugins
 
@@ -57,15 +58,17 @@ def cmd_run(config: TandemConfig, args: argparse.Namespace) -> int:
 
 
 def _plugin_host(node: ClusterNode, plugins: PluginSet) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A cleanup context running the plugin host for the web app's lifetime."""
+    """A cleanup context running the plugin host (drivers) and the function host for the web app's lifetime."""
 
     async def run(app: web.Application) -> AsyncIterator[None]:
-        host = PluginHost(node, plugins)
+        host, functions = PluginHost(node, plugins), FunctionHost(node, plugins)
         node.add_status("plugins", host.status)
-        task = asyncio.create_task(host.run(), name="plugin host")
+        node.add_status("functions", functions.status)
+        tasks = [asyncio.create_task(host.run(), name="plugin host"), asyncio.create_task(functions.run(), name="function host")]
         yield
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     return run
 
