@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from harness import millis, parser, report, running_cluster, seconds, summary, view
+from harness import cpu_seconds, millis, parser, report, running_cluster, seconds, summary, view
 
 from cluster.cli import call_api
 from cluster.processes import LocalCluster, free_ports, wait_for
@@ -40,11 +39,6 @@ def apply(cluster: LocalCluster, text: str, directory: Path) -> None:
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     if result.returncode != 0:
         raise RuntimeError(result.stderr)
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def point_value(cluster: LocalCluster, node: str, name: str) -> object:

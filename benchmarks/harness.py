@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import http.client
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -139,6 +140,12 @@ def first_act(cluster: LocalCluster, node: str, after_term: int, timeout: float 
     return wait_for(acts, timeout, f"{node} to act as the active server", interval=0.005)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -201,9 +208,12 @@ def parser(description: str, runs: int = 10) -> argparse.ArgumentParser:
     return arguments
 
 
-async def paced_updates(cluster: LocalCluster, node: str, rate: float, batch: int, duration: float, names: list[str]) -> dict[str, Any]:
+async def paced_updates(
+    cluster: LocalCluster, node: str, rate: float, batch: int, duration: float, names: list[str], value: Callable[[int], float] = float
+) -> dict[str, Any]:
     """Post `rate` updates/s in batches of `batch` to `node` for `duration` s on a fixed schedule (sends never wait
-    for earlier answers); returns counts of accepted and failed batches and how late the sender fell behind."""
+    for earlier answers), batch k carrying value(k); returns counts of accepted and failed batches and how late the
+    sender fell behind."""
     interval = batch / rate
     url = f"http://{cluster[node].spec.api}/api/v1/points"
     headers = {"Authorization": f"Bearer {cluster.config.api_token}"}
@@ -227,7 +237,7 @@ async def paced_updates(cluster: LocalCluster, node: str, rate: float, batch: in
             await asyncio.sleep(max(0.0, due - loop.time()))
             late = max(late, loop.time() - due)
             offset = (k * batch) % len(names)
-            task = asyncio.create_task(post(session, updates_body(names[offset : offset + batch], float(k))))
+            task = asyncio.create_task(post(session, updates_body(names[offset : offset + batch], value(k))))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         await asyncio.gather(*tasks)
