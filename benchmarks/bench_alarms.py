@@ -38,6 +38,16 @@ def measure(cluster: LocalCluster, names: list[str], seconds: float) -> tuple[fl
     return (cpu_seconds(pid) - start_cpu) / (time.monotonic() - start), sent
 
 
+def apply(cluster: LocalCluster, building: dict) -> None:
+    poster = Poster(cluster, "main")
+    try:
+        status, answer = poster.post("/api/v1/config", json.dumps(building).encode())
+    finally:
+        poster.close()
+    if status != 200:
+        raise RuntimeError(f"the building was refused: {answer}")
+
+
 def main() -> int:
     arguments = parser(__doc__, runs=5)
     arguments.add_argument("--seconds", type=float, default=20.0, help="seconds of updates per sample (default 20)")
@@ -45,14 +55,10 @@ def main() -> int:
     names = point_names(POINTS, "alarm.p")
     bare, loaded, transitions = [], [], []
     with running_cluster(args.keep) as cluster:
-        poster = Poster(cluster, "main")
-        status, answer = poster.post("/api/v1/config", json.dumps({"points": [{"name": n} for n in names]}).encode())
-        assert status == 200, answer
+        apply(cluster, {"points": [{"name": n} for n in names]})
         for _ in range(args.runs):
             bare.append(measure(cluster, names, args.seconds)[0])
-        status, answer = poster.post("/api/v1/config", json.dumps(building(names)).encode())
-        assert status == 200, answer
-        poster.close()
+        apply(cluster, building(names))
         wait_for(lambda: view(cluster, "main")["functions"]["alarms"]["running"], 30, "the alarms function with 10,000 alarms")
         for _ in range(args.runs):
             before = view(cluster, "main")
