@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,12 +17,10 @@ from cluster.node import Change, ClusterNode
 from cluster.state import Rejected
 
 from .manager import PluginSet
-from .supervisor import keep_running, stop_all
+from .supervisor import follow, keep_running, stop_all
 from .types import FunctionContext, FunctionSpec, StepRejected
 
 logger = logging.getLogger(__name__)
-
-RECHECK_PERIOD = 0.5  # seconds between reconciliations without an event
 
 
 @dataclass
@@ -49,24 +48,15 @@ class FunctionHost:
     async def run(self) -> None:
         """Follow role and configuration changes until cancelled; stops every function on the way out."""
         loop = asyncio.get_running_loop()
-        wake = lambda *_: loop.call_soon_threadsafe(self._wake.set)  # noqa: E731 - called from the Raft thread
-        unsubscribe = [self._node.on_role(wake), self._node.subscribe(lambda change: self._on_change(change, loop))]
+        on_change = lambda change, wake_up: self._on_change(change, wake_up, loop)  # noqa: E731
         try:
-            while True:
-                try:
-                    await self._reconcile()
-                except Exception:  # keep following the role whatever a plugin did
-                    logger.exception("function host: reconciling the running functions failed")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), RECHECK_PERIOD)
-                self._wake.clear()
+            await follow(self._node, self._wake, self._reconcile, on_change, "function host")
         finally:
-            for cancel in unsubscribe:
-                cancel()
             await self._stop(list(self._running))
 
-    def _on_change(self, change: Change, loop: asyncio.AbstractEventLoop) -> None:
-        """On the Raft thread: the points a command changed ("*": all, after a snapshot) go to the running functions."""
+    def _on_change(self, change: Change, wake_up: Callable[[], None], loop: asyncio.AbstractEventLoop) -> None:
+        """On the Raft thread: the points a command changed ("*": all, after a snapshot) go to the running functions;
+        configuration and activation changes reconcile."""
         command = change.command
         if type(command) is UpdatePoints:
             names = {update.name for update in command.updates}
@@ -76,8 +66,8 @@ class FunctionHost:
             names = {point for point, _ in command.writes}
         elif command is None:
             names = {"*"}
-        else:  # configuration and activation: reconcile
-            loop.call_soon_threadsafe(self._wake.set)
+        else:
+            wake_up()
             return
         if names:
             loop.call_soon_threadsafe(self._mark, names)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -18,13 +17,12 @@ from cluster.node import Change, ClusterNode
 from cluster.raft import ProposalFailed
 
 from .manager import PluginSet
-from .supervisor import keep_running, stop_all
+from .supervisor import follow, keep_running, stop_all
 from .types import DeviceContext, Driver, DriverSpec, Reading
 
 logger = logging.getLogger(__name__)
 
 WRITE_ATTEMPTS = 3  # tries per desired write on one active before it is left with its error
-RECHECK_PERIOD = 0.5  # seconds between reconciliations without an event (a lease blip shorter than a tick sends none)
 
 
 class _Device:
@@ -68,22 +66,10 @@ class PluginHost:
 
     async def run(self) -> None:
         """Follow role and configuration changes until cancelled; stops every driver on the way out."""
-        loop = asyncio.get_running_loop()
-        wake = lambda *_: loop.call_soon_threadsafe(self._wake.set)  # noqa: E731 - called from the Raft thread
-        unsubscribe = [self._node.on_role(wake), self._node.subscribe(lambda change: self._on_change(change, wake))]
         flusher = asyncio.create_task(self._flush_forever())
         try:
-            while True:
-                try:
-                    await self._reconcile()
-                except Exception:  # keep following the role whatever a plugin did
-                    logger.exception("plugin host: reconciling the running devices failed")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), RECHECK_PERIOD)
-                self._wake.clear()
+            await follow(self._node, self._wake, self._reconcile, self._on_change, "plugin host (devices)")
         finally:
-            for cancel in unsubscribe:
-                cancel()
             flusher.cancel()
             await self._stop(list(self._devices))
 
