@@ -70,14 +70,16 @@ async def _json_body(request: web.Request, example: str) -> Any:
         return _error(400, f"body must be JSON like {example}")
 
 
-async def _commit(node: ClusterNode, command: Any) -> Any:
-    """Commit a command through the log and return apply's result, or the error response: 409 on a standby, 503 if not committed."""
+async def _commit(node: ClusterNode, command: Any, rejected: str = "{reason}") -> Any:
+    """Commit a command through the log and return apply's result, or the error response: 409 on a standby or when
+    apply rejected it (`rejected` formats the reason), 503 if not committed."""
     try:
-        return await node.submit(command)
+        result = await node.submit(command)
     except NotActive:
         return _not_active(node)
     except ProposalFailed as exc:
         return _error(503, str(exc))
+    return _error(409, rejected.format(reason=result.reason)) if isinstance(result, Rejected) else result
 
 
 async def node_view(request: web.Request) -> web.Response:
@@ -139,8 +141,6 @@ async def put_point(request: web.Request) -> web.Response:
     result = await _commit(node, command)
     if isinstance(result, web.Response):
         return result
-    if isinstance(result, Rejected):
-        return _error(409, result.reason)
     if result is None:  # a virtual point: set at once
         return web.json_response(_point_json(name, node.image.points[name]))
     # a device point: committed as desired state; the active drives the device and records the read-back
@@ -202,11 +202,9 @@ async def post_config(request: web.Request) -> web.Response:
     command = plan(node.image, documents, "api")
     if command is None:
         return web.json_response({"changed": 0})
-    result = await _commit(node, command)
+    result = await _commit(node, command, "the configuration changed meanwhile ({reason}); apply again")
     if isinstance(result, web.Response):
         return result
-    if isinstance(result, Rejected):
-        return _error(409, f"the configuration changed meanwhile ({result.reason}); apply again")
     return web.json_response({"changed": len(command.changes)})
 
 
@@ -250,11 +248,9 @@ async def alarm_action(request: web.Request) -> web.Response:
         return _error(exc.status, str(exc))
     except CommandError as exc:
         return _error(400, str(exc))
-    result = await _commit(node, step)
+    result = await _commit(node, step, "the alarm changed meanwhile ({reason}); look again")
     if isinstance(result, web.Response):
         return result
-    if isinstance(result, Rejected):
-        return _error(409, f"the alarm changed meanwhile ({result.reason}); look again")
     return web.json_response(next(a for a in alarm_list(node.image) if a["name"] == request.match_info["name"]))
 
 
