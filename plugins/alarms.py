@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validat
 
 from cluster.commands import Scalar, Step
 from cluster.guard import NotActive
+from cluster.raft import ProposalFailed
 from cluster.state import PointValue, ProcessImage
 
 from .building import Name
@@ -170,6 +171,7 @@ class AlarmsFunction:
         for name, entry in self.entries.items():
             self.by_point.setdefault(entry.point, []).append(name)
         self.pending: dict[str, float] = {}  # alarm -> when its condition began to hold (on-delay running, local to this active)
+        self.again: set[str] = set()  # alarms whose last step did not apply: evaluated in the next round whatever changes
         self.notifiers = self._notifiers()
         self.journal_grew = asyncio.Event()
 
@@ -190,8 +192,8 @@ class AlarmsFunction:
             await self._retire_removed()
             while True:
                 changed = await self.context.changed(CYCLE)
-                names = list(self.entries) if "*" in changed else [n for point in changed for n in self.by_point.get(point, ())]
-                await self._evaluate(set(names) | set(self.pending) | self._shelf_expiring())
+                names = set(self.entries) if "*" in changed else {n for point in changed for n in self.by_point.get(point, ())}
+                await self._evaluate(names | set(self.pending))
         finally:
             for task in senders:
                 task.cancel()
@@ -203,51 +205,53 @@ class AlarmsFunction:
         if gone:
             await self._commit([(name, records[name], None) for name in gone], [_event(name, None, "removed", None) for name in gone])
 
-    def _shelf_expiring(self) -> set[str]:
-        now = time.time()
-        records = dict(self.context.image.functions.get(FUNCTION, {}))
-        return {name for name, record in records.items() if isinstance(record, dict) and (record.get("shelved") or {}).get("until", now + 1) <= now}
-
     async def _evaluate(self, names: set[str]) -> None:
+        """Evaluate the alarms `names`, those whose shelf expired and those whose last step did not apply; commit every
+        transition in one step."""
         image, now = self.context.image, time.time()
         records = dict(image.functions.get(FUNCTION, {}))
+        expired = {name for name in self.entries if ((records.get(name) or {}).get("shelved") or {}).get("until", now + 1) <= now}
         changes, journal = [], []
-        for name in sorted(names):
-            entry = self.entries.get(name)
-            if entry is None:
-                continue
-            record = records.get(name)
-            shelf = (record or {}).get("shelved")
-            if shelf and shelf["until"] <= now:  # the shelf expired: the alarm counts again
-                unshelved = {**record, "shelved": None}
-                changes.append((name, record, _settle(unshelved)))
-                journal.append(_event(name, entry, "unshelved", unshelved))
-                record = _settle(unshelved)
-            point = image.points.get(entry.point)
-            holds = condition(entry, point, _state(record) in ("active-unacked", "active-acked"))
-            if holds is None:
-                continue
-            if holds and _state(record) in ("normal", "returned-unacked"):
-                began = self.pending.setdefault(name, now)
-                if now - began < entry.delay:
-                    continue
-            self.pending.pop(name, None)
-            step = transition(name, entry, record, holds, point.value if point else None, now)
-            if step is not None:
-                expected = records.get(name)
-                changes = [change for change in changes if change[0] != name]
-                changes.append((name, expected, step[0]))
-                journal.append(step[1])
-        if changes:
-            await self._commit(changes, journal)
+        for name in sorted(names | expired | self.again):
+            current = records.get(name)
+            final, events = self._decide(name, self.entries[name], current, image.points.get(self.entries[name].point), now)
+            if events:
+                changes.append((name, current, final))
+                journal += events
+        self.again = set()
+        if changes and not await self._commit(changes, journal):
+            self.again = {name for name, _, _ in changes}
 
-    async def _commit(self, changes: list, journal: list) -> None:
+    def _decide(self, name: str, entry: AlarmEntry, record: dict | None, point: PointValue | None, now: float) -> tuple[dict | None, list[dict]]:
+        """The alarm's next record and its journal entries (none: nothing changes)."""
+        events = []
+        shelf = (record or {}).get("shelved")
+        if shelf and shelf["until"] <= now:  # the shelf expired: the alarm counts again
+            unshelved = {**record, "shelved": None}
+            events.append(_event(name, entry, "unshelved", unshelved))
+            record = _settle(unshelved)
+        holds = condition(entry, point, _state(record) in ("active-unacked", "active-acked"))
+        if holds is None:
+            return record, events
+        if holds and _state(record) in ("normal", "returned-unacked"):
+            began = self.pending.setdefault(name, now)
+            if now - began < entry.delay:
+                return record, events
+        self.pending.pop(name, None)
+        step = transition(name, entry, record, holds, point.value if point else None, now)
+        if step is None:
+            return record, events
+        return step[0], [*events, step[1]]
+
+    async def _commit(self, changes: list, journal: list) -> bool:
+        """Commit one step; False if it did not apply (an operator acted meanwhile, or no commit in time)."""
         try:
             await self.context.step(changes=tuple(changes), journal=tuple(journal))
-        except StepRejected as exc:  # an operator acted meanwhile: the next evaluation decides again
-            self.context.log.info("alarm step not applied (%s); evaluating again", exc)
-            return
+        except (StepRejected, ProposalFailed) as exc:
+            self.context.log.info("alarm step not applied (%s); evaluating those alarms again", exc)
+            return False
         self.journal_grew.set()
+        return True
 
     # ---- notifications ----
 
