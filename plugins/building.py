@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from cluster.commands import ApplyDocuments, DeleteDocument, PutDocument
 from cluster.state import ProcessImage
@@ -64,8 +64,13 @@ class FunctionEntry(BaseModel):
     name: Name
 
 
+_FUNCTION_ENTRIES = TypeAdapter(list[FunctionEntry])
+
+
 class Building(BaseModel):
-    model_config = ConfigDict(extra="allow")  # the functions' sections, checked against the loaded functions
+    """The sections every building may have; a function's section is checked against the function's model."""
+
+    model_config = ConfigDict(extra="forbid")
     devices: list[DeviceEntry] = []
     points: list[PointEntry] = []
     notifiers: list[NotifierEntry] = []
@@ -114,10 +119,15 @@ def validate_building(raw: Any, plugins: PluginSet) -> dict[str, dict[str, dict[
         raise BuildingError([f"{kind}: no such section; a building has {known}" for kind in unknown])
     try:
         building = Building.model_validate({kind: raw[kind] for kind in BASE_KINDS if kind in raw} if isinstance(raw, dict) else raw)
-        functions = {kind: [FunctionEntry.model_validate(entry) for entry in raw.get(kind, [])] for kind in plugins.functions}
     except ValidationError as exc:
         raise BuildingError(_problems("", exc)) from None
     problems: list[str] = []
+    functions: dict[str, list[FunctionEntry]] = {}
+    for kind in plugins.functions:
+        try:
+            functions[kind] = _FUNCTION_ENTRIES.validate_python(raw.get(kind, []))
+        except ValidationError as exc:
+            problems += _problems(kind, exc)
     for kind, entries in (("devices", building.devices), ("points", building.points), ("notifiers", building.notifiers), *functions.items()):
         _duplicates(kind, entries, problems)
     documents: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in building_kinds(plugins)}

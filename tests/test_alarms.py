@@ -133,6 +133,16 @@ def test_bad_alarm_entries_are_named(change, says):
     assert any(problem.startswith(says) for problem in error.value.problems), error.value.problems
 
 
+@pytest.mark.parametrize(
+    ("section", "says"),
+    [(3, "alarms: Input should be a valid list"), ([{"point": "t", "type": "comm"}], "alarms[0].name: Field required")],
+)
+def test_a_malformed_alarms_section_is_named_not_a_crash(section, says):
+    with pytest.raises(BuildingError) as error:
+        validate_building({**BUILDING, "alarms": section}, load_plugins(["alarms", "webhook"]))
+    assert error.value.problems == [says]
+
+
 def test_a_notifier_of_a_kind_not_loaded_is_named():
     with pytest.raises(BuildingError) as error:
         validate_building({**BUILDING, "notifiers": [{"name": "x", "notifier": "pager"}]}, load_plugins(["alarms", "webhook"]))
