@@ -53,7 +53,7 @@ def main() -> int:
     arguments.add_argument("--seconds", type=float, default=20.0, help="seconds of updates per sample (default 20)")
     args = arguments.parse_args()
     names = point_names(POINTS, "alarm.p")
-    bare, loaded, transitions = [], [], []
+    bare, loaded, entries = [], [], []
     with running_cluster(args.keep) as cluster:
         apply(cluster, {"points": [{"name": n} for n in names]})
         for _ in range(args.runs):
@@ -65,17 +65,17 @@ def main() -> int:
             cpu, _ = measure(cluster, names, args.seconds)
             loaded.append(cpu)
             after = view(cluster, "main")
-            transitions.append((after["applied_index"] - before["applied_index"]) / args.seconds)
+            entries.append((after["applied_index"] - before["applied_index"]) / args.seconds)
     ok = report(
         f"alarms ({2 * POINTS:,} definitions, {RATE:,.0f} updates/s)",
         [
             ("CPU of the active without alarms", summary(bare), "(reference)", lambda v: f"{v * 100:.1f}%", lambda s: None),
             ("CPU of the active with 10,000 alarms", summary(loaded), "< 30% of one core", lambda v: f"{v * 100:.1f}%",
              lambda s: s["median"] < 0.3),
-            ("log entries/s with alarms (batches, steps)", summary(transitions, higher_is_better=True), "(reported)",
+            ("log entries/s with alarms (batches, steps)", summary(entries, higher_is_better=True), "(reported)",
              lambda v: f"{v:,.0f}/s", lambda s: None),
         ],
-        {"samples": {"bare": bare, "loaded": loaded, "entries_per_s": transitions}},
+        {"samples": {"bare": bare, "loaded": loaded, "entries_per_s": entries}},
     )
     return 0 if ok else 1
 
