@@ -1,4 +1,4 @@
-"""The `tandem` client commands (status, get, put, transfer, config, alarms, token) speaking to the nodes' HTTP API."""
+"""The `tandem` client commands (status, get, put, transfer, config, alarms, schedules, logic, trend, token) speaking to the nodes' HTTP API."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 import time
 import tomllib
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,8 @@ def call_api(config: TandemConfig, api: str, method: str, path: str, body: Any =
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read())
+            body = response.read()
+            return response.status, body.decode() if response.headers.get_content_type() == "text/csv" else json.loads(body)
     except urllib.error.HTTPError as exc:
         try:
             return exc.code, json.loads(exc.read())
@@ -232,6 +234,79 @@ def cmd_alarm_action(config: TandemConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schedules(config: TandemConfig, args: argparse.Namespace) -> int:
+    code, answer = _any_node(config, "GET", "/api/v1/schedules", servers_only=True)
+    _fail_on_error(code, answer)
+    schedules = answer["schedules"]
+    if args.json:
+        print(json.dumps(schedules, indent=2))
+        return 0
+    table = Table(title=f"{len(schedules)} schedule(s); times are local to each schedule's time zone")
+    for column in ("schedule", "point", "timezone", "due now", "last applied", "next", "problem"):
+        table.add_column(column)
+    for schedule in schedules:
+        table.add_row(
+            schedule["name"], schedule["point"], schedule["timezone"], *(_transition(schedule[key]) for key in ("due", "applied", "next")),
+            schedule["problem"] or "-",
+        )
+    Console().print(table)
+    return 0
+
+
+def _transition(transition: dict[str, Any] | None) -> str:
+    """A schedule's transition as "value at local time" ("value (default)" before any event; "-" for none)."""
+    if transition is None:
+        return "-"
+    value = json.dumps(transition["value"])
+    return f"{value} at {transition['local'].replace('T', ' ')}" if transition["local"] else f"{value} (default)"
+
+
+def cmd_logic(config: TandemConfig, args: argparse.Namespace) -> int:
+    code, answer = _any_node(config, "GET", "/api/v1/logic", servers_only=True)
+    _fail_on_error(code, answer)
+    rules = answer["rules"]
+    if args.json:
+        print(json.dumps(rules, indent=2))
+        return 0
+    table = Table(title=f"{len(rules)} logic rule(s)")
+    for column in ("rule", "output", "last output", "state", "cycle", "problem", "expression"):
+        table.add_column(column)
+    for rule in rules:
+        waiting = f"waiting for {', '.join(rule['unavailable'])}" if rule["unavailable"] else "-"
+        table.add_row(
+            rule["name"], rule["output"], json.dumps(rule["last_output"]), json.dumps(rule["state"]) if rule["state"] else "-",
+            f"{rule['cycle']} s" if rule["cycle"] else "-", f"disabled: {rule['disabled']}" if rule["disabled"] else waiting,
+            rule["expression"],
+        )
+    Console().print(table)
+    return 0
+
+
+def cmd_trend(config: TandemConfig, args: argparse.Namespace) -> int:
+    query = {key: value for key, value in (("from", args.start), ("to", args.end), ("step", args.step)) if value is not None}
+    if args.csv:
+        query["format"] = "csv"
+    path = f"/api/v1/trends/{urllib.request.quote(args.trend, safe='')}?{urllib.parse.urlencode(query)}"
+    code, answer = _any_node(config, "GET", path, servers_only=True)
+    _fail_on_error(code, answer)
+    if args.csv:
+        sys.stdout.write(answer)
+        return 0
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return 0
+    rows = answer.get("buckets") or answer.get("samples") or []
+    title = f"{answer['trend']} ({answer['point']}): {len(rows)} {'bucket' if args.step else 'sample'}(s) from {_clock(answer['from'])} to {_clock(answer['to'])}"
+    table = Table(title=title)
+    columns = ("min", "max", "avg", "count") if args.step else ("value", "quality")
+    for column in ("time", *columns):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(_clock(row["ts"]), *(json.dumps(row[column]) if column != "quality" else row[column] for column in columns))
+    Console().print(table)
+    return 0
+
+
 def cmd_token(config: TandemConfig, args: argparse.Namespace) -> int:
     print(config.api_token)
     return 0
@@ -273,6 +348,18 @@ def build_parser() -> tuple[argparse.ArgumentParser, Any]:
         sub.add_argument("--user", default=getpass.getuser(), help="who (default: your login name)")
         if action == "shelve":
             sub.add_argument("--minutes", type=float, required=True, help="how long the alarm stays shelved")
+    schedules = add("schedules", cmd_schedules, "list the schedules: the value due now, the transition last applied and the next one")
+    schedules.add_argument("--json", action="store_true", help="print JSON")
+    logic = add("logic", cmd_logic, "list the logic rules with their state, last output and errors")
+    logic.add_argument("--json", action="store_true", help="print JSON")
+    trend = add("trend", cmd_trend, "show or export a trend's history (raw samples, or min/max/avg buckets with --step)")
+    trend.add_argument("trend", metavar="TREND", help="a trend's name, or a point that has one trend")
+    trend.add_argument("--from", dest="start", help="start: ISO 8601 (UTC unless it names an offset) or epoch seconds (default: an hour before --to)")
+    trend.add_argument("--to", dest="end", help="end: ISO 8601 or epoch seconds (default: now)")
+    trend.add_argument("--step", type=float, help="bucket width in seconds: min, max and average per bucket")
+    output = trend.add_mutually_exclusive_group()
+    output.add_argument("--csv", action="store_true", help="print CSV")
+    output.add_argument("--json", action="store_true", help="print JSON")
     add("token", cmd_token, "print the API bearer token for scripts")
     return parser, add
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from cluster.commands import Step, UpdatePoints, WriteOutcome, WritePoint
+from cluster.commands import Step, UpdatePoints, WriteOutcome, WritePoint, points_touched
 from cluster.node import Change, ClusterNode
 from cluster.state import Rejected
 
@@ -58,21 +58,16 @@ class FunctionHost:
         """On the Raft thread: the points a command changed ("*": all, after a snapshot) go to the running functions;
         configuration and activation changes reconcile."""
         command = change.command
-        if type(command) is UpdatePoints:
-            names = {update.name for update in command.updates}
-        elif type(command) in (WritePoint, WriteOutcome):
-            names = {command.name}
-        elif type(command) is Step:
-            names = {point for point, _ in command.writes}
-        elif command is None:
-            names = {"*"}
+        if command is None:
+            loop.call_soon_threadsafe(self._mark, {"*"})
+        elif type(command) in (UpdatePoints, WritePoint, WriteOutcome, Step):
+            names = points_touched(command)
+            if names:
+                loop.call_soon_threadsafe(self._mark, names)
         else:
             wake_up()
-            return
-        if names:
-            loop.call_soon_threadsafe(self._mark, names)
 
-    def _mark(self, names: set[str]) -> None:
+    def _mark(self, names: set[str] | frozenset[str]) -> None:
         for running in self._running.values():
             running.changed |= names
             running.wake.set()

@@ -23,6 +23,9 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "modbus": "plugins.modbus",
     "bacnet": "plugins.bacnet",
     "alarms": "plugins.alarms",
+    "logic": "plugins.logic",
+    "schedules": "plugins.schedules",
+    "trends": "plugins.trends",
     "webhook": "plugins.webhook",
 }
 

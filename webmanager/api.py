@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import hmac
+import io
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime, timezone
 from typing import Any
 
 import aiohttp
@@ -22,16 +26,24 @@ from cluster.state import Rejected
 from cluster.status import compose_status
 from plugins.alarms import AlarmError, alarm_list, notifier_progress, operator_step
 from plugins.building import BuildingError, export, plan, validate_building
+from plugins.logic import logic_list
 from plugins.manager import PluginSet
+from plugins.trend_store import TrendStore
+from plugins.trends import FUNCTION as TRENDS_FUNCTION
+from plugins.trends import find_trend, trend_list
+from plugins.schedules import schedule_list
 
 logger = logging.getLogger(__name__)
 
 NODE = web.AppKey("node", ClusterNode)
 PLUGINS = web.AppKey("plugins", PluginSet)
 PEER_SESSION = web.AppKey("peer_session", aiohttp.ClientSession)
+TRENDS = web.AppKey("trends", TrendStore)
 PEER_TIMEOUT = 0.5
 MAX_BATCH = 20_000  # updates per POST /api/v1/points request
 MAX_BODY = 8 * 2**20
+MAX_BUCKETS = 100_000  # per trend query
+MAX_SAMPLES = 1_000_000  # raw samples per trend query
 
 
 def _error(status: int, message: str, **extra: Any) -> web.Response:
@@ -214,14 +226,18 @@ async def get_alarms(request: web.Request) -> web.Response:
 
 
 async def get_alarm_journal(request: web.Request) -> web.Response:
-    """Alarm journal entries after seq `after` (default 0), oldest first, at most `limit` (default 1000)."""
+    return _journal(request, "alarms")
+
+
+def _journal(request: web.Request, function: str) -> web.Response:
+    """A function's journal entries after seq `after` (default 0), oldest first, at most `limit` (default 1000)."""
     try:
         after, limit = int(request.query.get("after", 0)), int(request.query.get("limit", 1000))
     except ValueError:
         return _error(400, "'after' and 'limit' must be integers")
     if not 0 < limit <= 10_000:
         return _error(400, "'limit' must be 1 to 10000")
-    journal = tuple(request.app[NODE].image.journals.get("alarms", ()))
+    journal = tuple(request.app[NODE].image.journals.get(function, ()))
     entries = [{"seq": seq, "ts": ts, **entry} for seq, ts, entry in journal if seq > after][:limit]
     return web.json_response({"entries": entries})
 
@@ -254,6 +270,100 @@ async def alarm_action(request: web.Request) -> web.Response:
     return web.json_response(next(a for a in alarm_list(node.image) if a["name"] == request.match_info["name"]))
 
 
+async def get_schedules(request: web.Request) -> web.Response:
+    return web.json_response({"schedules": schedule_list(request.app[NODE].image, time.time())})
+
+
+async def get_schedule_journal(request: web.Request) -> web.Response:
+    return _journal(request, "schedules")
+
+
+def _instant(text: str | None, default: float, name: str) -> float:
+    """A query time: seconds since the epoch or ISO 8601 (UTC unless it names an offset)."""
+    if text is None:
+        return default
+    try:
+        moment = float(text)
+    except ValueError:
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            parsed = None
+        moment = math.nan if parsed is None else (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
+    if not math.isfinite(moment):
+        raise ValueError(f"'{name}' must be seconds since the epoch or ISO 8601 like 2026-11-26T08:00:00Z, got {text!r}")
+    return moment
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
+
+
+async def get_trends(request: web.Request) -> web.Response:
+    store = request.app[TRENDS]
+    return web.json_response({"trends": await asyncio.to_thread(trend_list, request.app[NODE].image, store), "store": store.status()})
+
+
+async def get_trend(request: web.Request) -> web.Response:
+    """A trend's samples in [from, to) (default: the last hour), raw or in `step`-second min/max/avg buckets; JSON or CSV."""
+    image, store = request.app[NODE].image, request.app[TRENDS]
+    name = find_trend(image, request.match_info["name"])
+    if name is None:
+        return _error(404, f"no trend named {request.match_info['name']!r}, and no point with exactly one trend of that name")
+    query = request.query
+    try:
+        end = _instant(query.get("to"), time.time(), "to")
+        start = _instant(query.get("from"), end - 3600, "from")
+    except ValueError as exc:
+        return _error(400, str(exc))
+    try:
+        step = float(query["step"]) if "step" in query else None
+        limit = int(query.get("limit", MAX_SAMPLES))
+    except ValueError:
+        return _error(400, "'step' must be a number of seconds and 'limit' an integer")
+    if not start < end:
+        return _error(400, "'from' must be before 'to'")
+    if step is not None and not (math.isfinite(step) and step > 0 and (end - start) / step <= MAX_BUCKETS):
+        return _error(400, f"'step' must be positive and make at most {MAX_BUCKETS} buckets")
+    if not 0 < limit <= MAX_SAMPLES:
+        return _error(400, f"'limit' must be 1 to {MAX_SAMPLES}")
+    if query.get("format", "json") not in ("json", "csv"):
+        return _error(400, "'format' must be json or csv")
+    point = image.documents[TRENDS_FUNCTION][name].body["point"]
+    if step is not None:
+        buckets = await asyncio.to_thread(store.buckets, name, start, end, step)
+        header, rows = ("time", "min", "max", "avg", "count"), [(_iso(b["ts"]), b["min"], b["max"], b["avg"], b["count"]) for b in buckets]
+        answer: dict[str, Any] = {"buckets": buckets}
+    else:
+        samples = await asyncio.to_thread(store.history, name, start, end, limit)
+        header, rows = ("time", "value", "quality"), [(_iso(ts), value, quality) for ts, value, quality in samples]
+        answer = {"samples": [{"ts": ts, "value": value, "quality": quality} for ts, value, quality in samples]}
+    if query.get("format") == "csv":
+        text = io.StringIO()
+        csv.writer(text).writerows([header, *rows])
+        filename = f"{name}.csv".replace('"', "")
+        return web.Response(text=text.getvalue(), content_type="text/csv", headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return web.json_response({"trend": name, "point": point, "from": start, "to": end, "step": step, **answer})
+
+
+async def get_trend_samples(request: web.Request) -> web.Response:
+    """For a peer filling its gap: the samples of commands (after, upto] this server recorded, and the last command covered."""
+    try:
+        after, upto = int(request.query["after"]), int(request.query["upto"])
+    except (KeyError, ValueError):
+        return _error(400, "'after' and 'upto' must be integers (log positions)")
+    samples, covered = await asyncio.to_thread(request.app[TRENDS].samples_between, after, upto)
+    return web.json_response({"samples": samples, "upto": covered})
+
+
+async def get_logic(request: web.Request) -> web.Response:
+    return web.json_response({"rules": logic_list(request.app[NODE].image)})
+
+
+async def get_logic_journal(request: web.Request) -> web.Response:
+    return _journal(request, "logic")
+
+
 async def transfer(request: web.Request) -> web.Response:
     node = request.app[NODE]
     body = await _json_body(request, '{"to": "backup"}')
@@ -275,8 +385,8 @@ async def transfer(request: web.Request) -> web.Response:
     return web.json_response(result)
 
 
-def create_app(node: ClusterNode, plugins: PluginSet) -> web.Application:
-    """The node's aiohttp application; the witness serves status only."""
+def create_app(node: ClusterNode, plugins: PluginSet, trends: TrendStore | None = None) -> web.Application:
+    """The node's aiohttp application; the witness serves status only, a server keeping trends serves their history."""
     app = web.Application(middlewares=[_authenticate], client_max_size=MAX_BODY)
     app[NODE] = node
     app[PLUGINS] = plugins
@@ -293,4 +403,13 @@ def create_app(node: ClusterNode, plugins: PluginSet) -> web.Application:
         app.router.add_get("/api/v1/alarms", get_alarms)
         app.router.add_get("/api/v1/alarms/journal", get_alarm_journal)
         app.router.add_post("/api/v1/alarms/{name}/{action:ack|shelve|unshelve}", alarm_action)
+        app.router.add_get("/api/v1/logic", get_logic)
+        app.router.add_get("/api/v1/logic/journal", get_logic_journal)
+        app.router.add_get("/api/v1/schedules", get_schedules)
+        app.router.add_get("/api/v1/schedules/journal", get_schedule_journal)
+    if trends is not None:
+        app[TRENDS] = trends
+        app.router.add_get("/api/v1/trends", get_trends)
+        app.router.add_get("/api/v1/trends/_samples", get_trend_samples)
+        app.router.add_get("/api/v1/trends/{name}", get_trend)
     return app

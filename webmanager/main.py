@@ -17,9 +17,13 @@ from cluster.node import ClusterNode
 from cluster.raft import RaftError
 from plugins.functions import FunctionHost
 from plugins.host import PluginHost
-from plugins.manager import PluginSet, load_plugins
+from plugins.manager import BUILTIN_PLUGINS, PluginSet, load_plugins
+from plugins.trend_store import TrendStore
+from plugins.trends import FUNCTION as TRENDS_FUNCTION
+from plugins.trends import TrendFeed
 
-from .api import create_app
+from .api import PEER_SESSION, create_app
+from .trend_fill import fill_trend_gaps
 from .demo import DEMO_CONFIG, run_demo
 
 logger = logging.getLogger(__name__)
@@ -33,6 +37,10 @@ def cmd_run(config: TandemConfig, args: argparse.Namespace) -> int:
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # it logs every failed retry; our driver logs loss and return once
     node = ClusterNode(config, args.node)
     node.blocked = "loading plugins"  # Raft starts (and catches up) while the plugins import
+    trends = None
+    if node.me.is_server and TRENDS_FUNCTION in (config.cluster.plugins or BUILTIN_PLUGINS):
+        trends = TrendStore(node.me.data_dir / "trends.sqlite")
+        node.subscribe(TrendFeed(lambda: node.image, trends))  # before Raft starts: the store sees every command it replays
     try:
         node.start()
     except (JournalCorrupt, RaftError) as exc:
@@ -43,9 +51,11 @@ def cmd_run(config: TandemConfig, args: argparse.Namespace) -> int:
     if missing:
         logger.error("required plugins not loaded: %s; this server will not become active", ", ".join(missing))
     node.blocked = f"required plugins not loaded: {', '.join(missing)} (see the plugin problems)" if missing else None
-    app = create_app(node, plugins)
+    app = create_app(node, plugins, trends)
     if node.me.is_server:
         app.cleanup_ctx.append(_plugin_host(node, plugins))
+    if trends is not None:
+        app.cleanup_ctx.append(_trend_history(node, trends))
     host, port = node.me.api.rsplit(":", 1)
     try:
         web.run_app(app, host=host, port=int(port), print=None, access_log=None, handle_signals=True)
@@ -69,6 +79,19 @@ def _plugin_host(node: ClusterNode, plugins: PluginSet) -> Callable[[web.Applica
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    return run
+
+
+def _trend_history(node: ClusterNode, store: TrendStore) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context filling the trend store's gaps from the peers for the web app's lifetime, then closing it."""
+
+    async def run(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(fill_trend_gaps(node, store, app[PEER_SESSION]), name="trend gap filler")
+        yield
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.to_thread(store.close)
 
     return run
 

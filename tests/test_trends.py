@@ -1,0 +1,162 @@
+"""Trend samples derived from a real process image's commands into real SQLite stores: deadband and interval sampling,
+restarts and replays, gap filling from a peer, retention, queries, and validation of [[trends]] entries."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cluster.commands import PointUpdate, PutDocument, Step, UpdatePoints
+from cluster.node import Change
+from cluster.state import ProcessImage
+from plugins.building import BuildingError, validate_building
+from plugins.manager import load_plugins
+from plugins.trend_store import TrendStore
+from plugins.trends import FUNCTION, MAX_CATCHUP, TICK, TrendEntry, TrendFeed, due_tick, find_trend
+
+T0 = 1_800_000_000.0  # a whole multiple of 60
+
+
+class Server:
+    """One server's side of trending: a process image applying commands, its feed and its store."""
+
+    def __init__(self, directory: Path) -> None:
+        self.image = ProcessImage()
+        self.store = TrendStore(directory / "trends.sqlite")
+        self.feed = TrendFeed(lambda: self.image, self.store)
+
+    def apply(self, *commands) -> None:
+        for command in commands:
+            result = self.image.apply(command)
+            self.feed(Change(command, result, self.image.applied))
+        self.store.flushed().result(timeout=10)
+
+    def rows(self) -> list[tuple]:
+        with sqlite3.connect(self.store.path) as db:
+            return db.execute(
+                "SELECT t.name, s.ts, s.seq, s.value, s.quality FROM samples s JOIN trends t ON t.id = s.trend ORDER BY t.name, s.ts, s.seq"
+            ).fetchall()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    made = Server(tmp_path / "a")
+    yield made
+    made.store.close()
+
+
+def trend(name: str, **body) -> PutDocument:
+    return PutDocument(FUNCTION, name, TrendEntry(**body).model_dump(), "eve", T0)
+
+
+def update(ts: float, **values) -> UpdatePoints:
+    return UpdatePoints(tuple(PointUpdate(name.replace("_", "."), value, "good", ts, "test") for name, value in values.items()))
+
+
+def test_a_change_trend_records_moves_beyond_its_deadband_and_every_quality_change(server):
+    server.apply(trend("temp", point="room.temp", deadband=0.5))
+    for i, value in enumerate([20.0, 20.3, 20.6, 20.2, 21.2, 21.2]):
+        server.apply(update(T0 + i, room_temp=value))
+    server.apply(UpdatePoints((PointUpdate("room.temp", None, "comm-failure", T0 + 9, "test"),)))
+    assert [(ts - T0, value) for _, ts, _, value, _ in server.rows()] == [(0, 20.0), (2, 20.6), (4, 21.2), (9, None)]
+    assert server.store.history("temp", T0, T0 + 60, 10)[-1] == (T0 + 9, None, "comm-failure")
+
+
+def test_interval_ticks_sample_every_boundary_even_without_changes_and_catch_up_a_bounded_gap(server):
+    server.apply(trend("minute", point="meter", mode="interval", interval=60), update(T0 - 30, meter=7))
+    first = due_tick({60}, T0 + 0.01, None)
+    server.apply(Step(FUNCTION, None, T0 + 0.01, changes=((TICK, None, first),)))
+    assert due_tick({60}, T0 + 30, first["at"]) is None  # no boundary passed
+    second = due_tick({60}, T0 + 180.5, first["at"])  # two ticks missed: a failover gap
+    server.apply(Step(FUNCTION, None, T0 + 180.5, changes=((TICK, first, second),)))
+    assert [(ts - T0, value) for _, ts, _, value, _ in server.rows()] == [(0, 7), (60, 7), (120, 7), (180, 7)]
+    outage = due_tick({60}, T0 + 10_000, second["at"])
+    assert outage["from"] == outage["at"] - MAX_CATCHUP  # no active for hours: only the last MAX_CATCHUP seconds are filled
+
+
+def test_a_restarted_store_skips_what_it_recorded_and_goes_on_like_one_that_never_stopped(tmp_path):
+    steady, restarted = Server(tmp_path / "a"), Server(tmp_path / "b")
+    commands = [trend("temp", point="room.temp", deadband=0.5)] + [update(T0 + i, room_temp=20 + (i % 7) * 0.4) for i in range(40)]
+    steady.apply(*commands)
+    restarted.apply(*commands[:25])
+    restarted.store.close()
+    again = TrendStore(restarted.store.path)
+    restarted.store, restarted.feed = again, TrendFeed(lambda: restarted.image, again)
+    restarted.image = ProcessImage()  # a process restart replays the log from the start (no snapshot here)
+    restarted.apply(*commands)
+    assert restarted.rows() == steady.rows() and len(steady.rows()) > 10
+    steady.store.close(), again.close()
+
+
+def test_a_snapshot_gap_is_filled_from_a_peer_and_what_came_meanwhile_is_recorded_after_it(tmp_path):
+    peer, wiped = Server(tmp_path / "peer"), Server(tmp_path / "wiped")
+    commands = [trend("temp", point="room.temp", deadband=0.5)] + [update(T0 + i, room_temp=20 + (i % 5) * 0.3) for i in range(60)]
+    peer.apply(*commands)
+    snapshot = ProcessImage.decode(ProcessImage.encode(_image_after(commands[:40]).freeze()))
+    wiped.image = snapshot
+    wiped.feed(Change(None, None, snapshot.applied))  # installed a snapshot taken after command 40
+    wiped.apply(*commands[40:])  # held back: their deadband depends on samples in the gap
+    assert wiped.store.gap() == (0, 40) and wiped.rows() == []
+    after, upto = wiped.store.gap()
+    samples, covered = peer.store.samples_between(after, upto, limit=3)  # pages of whole commands
+    assert covered < 40 and {s.seq for s in samples} <= set(range(1, covered + 1))
+    wiped.store.fill(samples, covered).result(timeout=10)
+    while (gap := wiped.store.gap()) is not None:
+        wiped.store.fill(*peer.store.samples_between(*gap)).result(timeout=10)
+    wiped.store.flushed().result(timeout=10)
+    assert wiped.rows() == peer.rows()
+    peer.store.close(), wiped.store.close()
+
+
+def _image_after(commands) -> ProcessImage:
+    image = ProcessImage()
+    for command in commands:
+        image.apply(command)
+    return image
+
+
+def test_retention_drops_samples_older_than_the_trends_keep_by_log_time(server):
+    server.apply(trend("short", point="a", retention=1 / 24), trend("long", point="b"))  # one hour; a year
+    server.apply(update(T0, a=1, b=1), update(T0 + 2 * 3600, a=2, b=2))
+    assert [(name, value) for name, _, _, value, _ in server.rows()] == [("long", 1), ("long", 2), ("short", 2)]
+
+
+def test_buckets_give_min_max_avg_and_count_of_numeric_samples(server):
+    server.apply(trend("temp", point="t"))
+    server.apply(*(update(T0 + i * 10, t=float(i)) for i in range(12)))  # 0..11, one every 10 s
+    buckets = server.store.buckets("temp", T0, T0 + 120, 60)
+    assert buckets == [
+        {"ts": T0, "min": 0.0, "max": 5.0, "avg": 2.5, "count": 6},
+        {"ts": T0 + 60, "min": 6.0, "max": 11.0, "avg": 8.5, "count": 6},
+    ]
+    assert [value for _, value, _ in server.store.history("temp", T0 + 30, T0 + 60, 100)] == [3.0, 4.0, 5.0]
+
+
+def test_find_trend_by_name_or_by_the_point_of_its_only_trend(server):
+    server.apply(trend("t1", point="a"), trend("t2", point="b"), trend("t3", point="b", mode="interval", interval=5))
+    assert find_trend(server.image, "t1") == "t1"
+    assert find_trend(server.image, "a") == "t1"
+    assert find_trend(server.image, "b") is None  # two trends: ambiguous
+
+
+def test_trend_entries_are_validated_with_located_errors():
+    plugins = load_plugins(None)
+    building = {
+        "points": [{"name": "p"}],
+        "trends": [
+            {"name": "ok", "point": "p", "mode": "interval", "interval": 60},
+            {"name": "no-interval", "point": "p", "mode": "interval"},
+            {"name": "ghost", "point": "q"},
+            {"name": "bad", "point": "p", "deadband": -1, "retention": 0},
+        ],
+    }
+    with pytest.raises(BuildingError) as raised:
+        validate_building(building, plugins)
+    problems = "\n".join(raised.value.problems)
+    assert "trends[1]: Value error, an interval trend needs interval (seconds)" in problems
+    assert "trends[2]: Value error, point 'q' is not in [[points]]" in problems
+    assert "trends[3].deadband" in problems and "trends[3].retention" in problems
+    assert "trends[0]" not in problems
