@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import getpass
 import json
 import os
@@ -33,7 +34,7 @@ class CliError(Exception):
 
 
 def call_api(config: TandemConfig, api: str, method: str, path: str, body: Any = None, timeout: float = HTTP_TIMEOUT) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
+    data = None if body is None else json.dumps(body, default=_iso).encode()
     request = urllib.request.Request(
         f"http://{api}{path}",
         data=data,
@@ -49,6 +50,13 @@ def call_api(config: TandemConfig, api: str, method: str, path: str, body: Any =
             return exc.code, json.loads(exc.read())
         except json.JSONDecodeError:
             return exc.code, {"error": exc.reason}
+
+
+def _iso(value: object) -> str:
+    """TOML dates and times (a schedule's `at = 07:00`) travel as ISO 8601 text."""
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    raise TypeError(f"cannot send {type(value).__name__} as JSON")
 
 
 def _any_node(config: TandemConfig, method: str, path: str, body: Any = None, servers_only: bool = False) -> tuple[int, Any]:
@@ -107,6 +115,8 @@ def cmd_status(config: TandemConfig, args: argparse.Namespace) -> int:
         for node in status["nodes"]:
             for problem in node["plugin_problems"]:
                 console.print(f"{node['name']}: plugin {problem['plugin']} failed at {problem['stage']}: {problem['error']}", markup=False)
+            for failing in node["failing"]:
+                console.print(f"{node['name']}: {failing}", markup=False)
             if node["blocked"]:
                 console.print(f"{node['name']}: {node['blocked']}", markup=False)
     return 0 if status["active"] else 1

@@ -8,6 +8,7 @@ from typing import NamedTuple, TypeAlias
 Scalar: TypeAlias = bool | int | float | str | None
 
 QUALITIES = ("good", "uncertain", "bad", "comm-failure", "config-error")
+UNAVAILABLE = frozenset({"bad", "comm-failure", "config-error"})  # qualities whose value must not be used
 DOCUMENT_KINDS = ("devices", "points", "alarms", "notifiers", "schedules", "trends", "logic", "users", "plugins")
 MAX_NAME_LENGTH = 200
 MAX_BODY_DEPTH = 32

@@ -113,6 +113,7 @@ class ClusterSection(_Strict):
     snapshot_entries: Annotated[int, Field(ge=100)] = 20_000
     plugins: list[Name] | None = None  # the plugin set every server must load; None: all built-in plugins
     batch_interval: Annotated[float, Field(gt=0, le=5)] = 0.05  # seconds between log entries carrying driver readings
+    journal_days: Annotated[float, Field(gt=0)] = 365.0  # the BMS functions' journals (alarms, schedules, logic) keep this long
     timers: Timers = Timers()
     nodes: list[NodeConfig]
 

@@ -59,6 +59,7 @@ def compose_status(config: TandemConfig, views: dict[str, dict[str, Any] | None]
                 "last_contact": contact,
                 "blocked": view.get("blocked"),
                 "plugin_problems": (view.get("plugins") or {}).get("problems", []),
+                "failing": _failing(view),
             }
         )
     active = [node["name"] for node in nodes if node["role"] == "active"]
@@ -69,3 +70,10 @@ def compose_status(config: TandemConfig, views: dict[str, dict[str, Any] | None]
         "time": time.time(),
         "nodes": nodes,
     }
+
+
+def _failing(view: dict[str, Any]) -> list[str]:
+    """The devices and BMS functions that do not run on this node, each "kind name: error"."""
+    devices = ((view.get("plugins") or {}).get("devices") or {}).items()
+    functions = (view.get("functions") or {}).items()
+    return [f"{kind} {name}: {state['error']}" for kind, states in (("device", devices), ("function", functions)) for name, state in states if state.get("error")]

@@ -9,19 +9,17 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from cluster.commands import Scalar, Step
+from cluster.commands import UNAVAILABLE, Scalar, Step
 from cluster.guard import NotActive
-from cluster.raft import ProposalFailed
 from cluster.state import PointValue, ProcessImage
 
-from .building import Name
+from .building import Name, known_point
 from .hookspecs import hookimpl
-from .types import FunctionContext, FunctionSpec, Notifier, StepRejected
+from .types import FunctionContext, FunctionSpec, Notifier
 
 FUNCTION = "alarms"
-UNAVAILABLE = frozenset({"comm-failure", "bad", "config-error"})
 CYCLE = 0.5  # seconds between evaluations without a point change (on-delays, shelving expiry, notification retries)
 DELIVERED = "_delivered:"  # state key prefix: notifier -> the last journal seq it has had (alarm names start alphanumeric)
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
@@ -51,15 +49,14 @@ class AlarmEntry(BaseModel):
     message: str = ""
 
     @model_validator(mode="after")
-    def _consistent(self, info: ValidationInfo) -> AlarmEntry:
+    def _consistent(self) -> AlarmEntry:
         if self.type in ("high", "low") and self.limit is None:
             raise ValueError(f"a {self.type} alarm needs a limit")
         if self.type in ("digital", "comm") and self.limit is not None:
             raise ValueError(f"a {self.type} alarm takes no limit")
-        points = (info.context or {}).get("points")
-        if points is not None and self.point not in points:
-            raise ValueError(f"point {self.point!r} is not in [[points]]")
         return self
+
+    _known_point = field_validator("point")(known_point)
 
 
 def condition(entry: AlarmEntry, point: PointValue | None, active: bool) -> bool | None:
@@ -203,7 +200,7 @@ class AlarmsFunction:
         records = dict(self.context.image.functions.get(FUNCTION, {}))
         gone = [name for name in records if not name.startswith("_") and name not in self.entries]
         if gone:
-            await self._commit([(name, records[name], None) for name in gone], [_event(name, None, "removed", None) for name in gone])
+            await self._commit(tuple((name, records[name], None) for name in gone), tuple(_event(name, None, "removed", None) for name in gone))
 
     async def _evaluate(self, names: set[str]) -> None:
         """Evaluate the alarms `names`, those whose shelf expired and those whose last step did not apply; commit every
@@ -219,7 +216,7 @@ class AlarmsFunction:
                 changes.append((name, current, final))
                 journal += events
         self.again = set()
-        if changes and not await self._commit(changes, journal):
+        if changes and not await self._commit(tuple(changes), tuple(journal)):
             self.again = {name for name, _, _ in changes}
 
     def _decide(self, name: str, entry: AlarmEntry, record: dict | None, point: PointValue | None, now: float) -> tuple[dict | None, list[dict]]:
@@ -243,12 +240,9 @@ class AlarmsFunction:
             return record, events
         return step[0], [*events, step[1]]
 
-    async def _commit(self, changes: list, journal: list) -> bool:
+    async def _commit(self, changes: tuple, journal: tuple) -> bool:
         """Commit one step; False if it did not apply (an operator acted meanwhile, or no commit in time)."""
-        try:
-            await self.context.step(changes=tuple(changes), journal=tuple(journal))
-        except (StepRejected, ProposalFailed) as exc:
-            self.context.log.info("alarm step not applied (%s); evaluating those alarms again", exc)
+        if not await self.context.try_step("alarm step", changes=changes, journal=journal):
             return False
         self.journal_grew.set()
         return True

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo
 
 from cluster.commands import ApplyDocuments, DeleteDocument, PutDocument
 from cluster.state import ProcessImage
@@ -55,6 +55,21 @@ class NotifierEntry(BaseModel):
     notifier: Name
     events: list[Literal[ALARM_EVENTS]] = ["raised"]  # type: ignore[valid-type]
     classes: list[str] = []  # alarm classes to send; empty: all
+
+
+def entry_context(points: dict[str, bool]) -> dict[str, set[str]]:
+    """The validation context of function entries, from point name -> writable: what entries may refer to."""
+    return {"points": set(points), "writable": {name for name, writable in points.items() if writable}}
+
+
+def known_point(point: str, info: ValidationInfo, writable: bool = False) -> str:
+    """A function entry's point must be in [[points]] (and writable, if the entry drives it) when checked with a context."""
+    context = info.context or {}
+    if "points" in context and point not in context["points"]:
+        raise ValueError(f"point {point!r} is not in [[points]]")
+    if writable and "writable" in context and point not in context["writable"]:
+        raise ValueError(f"point {point!r} is not writable (set writable = true on it)")
+    return point
 
 
 class FunctionEntry(BaseModel):
@@ -169,7 +184,7 @@ def validate_building(raw: Any, plugins: PluginSet) -> dict[str, dict[str, dict[
         specific = _specific(notifier, notifier_spec.model, f"notifiers[{index}]", problems)
         if specific is not None:
             documents["notifiers"][notifier.name] = {"notifier": notifier.notifier, "events": notifier.events, "classes": notifier.classes, **specific}
-    context = {"points": {point.name for point in building.points}}  # what entries may refer to
+    context = entry_context({point.name: point.writable for point in building.points})
     for kind, entries in functions.items():
         model = plugins.functions[kind].model
         for index, entry in enumerate(entries):

@@ -16,11 +16,14 @@ from cluster.commands import Step, UpdatePoints, WriteOutcome, WritePoint, point
 from cluster.node import Change, ClusterNode
 from cluster.state import Rejected
 
+from .building import entry_context
 from .manager import PluginSet
 from .supervisor import follow, keep_running, stop_all
 from .types import FunctionContext, FunctionSpec, StepRejected
 
 logger = logging.getLogger(__name__)
+
+DAY = 86_400.0
 
 
 @dataclass
@@ -91,7 +94,7 @@ class FunctionHost:
 
     def _start(self, spec: FunctionSpec, key: tuple) -> None:
         documents = self._node.image.documents
-        context_data = {"points": set(documents["points"])}
+        context_data = entry_context({name: doc.body.get("writable", False) for name, doc in documents["points"].items()})
         running = _Running(spec, key)
         try:
             entries: dict[str, BaseModel] = {
@@ -127,7 +130,9 @@ class FunctionHost:
 
     async def _step(self, function: str, **parts: Any) -> Any:
         """Commit one step of `function` now; raises StepRejected, NotActive or ProposalFailed if it did not apply."""
-        result = await self._node.submit(Step(function, None, time.time(), **parts))
+        now = time.time()
+        keep_since = now - self._node.config.cluster.journal_days * DAY  # each step also prunes the function's journal
+        result = await self._node.submit(Step(function, None, now, **{"keep_since": keep_since, **parts}))
         if isinstance(result, Rejected):
             raise StepRejected(result.reason)
         return result

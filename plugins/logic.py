@@ -15,14 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from pydantic_core import PydanticCustomError
 from simpleeval import DEFAULT_OPERATORS, SimpleEval
 
-from cluster.commands import Scalar
-from cluster.raft import ProposalFailed
+from cluster.commands import UNAVAILABLE, Scalar
 from cluster.state import PointValue, ProcessImage
 
-from .alarms import UNAVAILABLE
-from .building import Name
+from .building import Name, known_point
 from .hookspecs import hookimpl
-from .types import FunctionContext, FunctionSpec, StepRejected
+from .types import FunctionContext, FunctionSpec
 
 FUNCTION = "logic"
 RETRY = 0.5  # seconds before a rule whose step did not apply is evaluated again
@@ -360,11 +358,8 @@ class LogicEntry(BaseModel):
 
     @field_validator("output")
     @classmethod
-    def _output_exists(cls, output: str, info: ValidationInfo) -> str:
-        points = (info.context or {}).get("points")
-        if points is not None and output not in points:
-            raise ValueError(f"point {output!r} is not in [[points]]")
-        return output
+    def _drivable(cls, output: str, info: ValidationInfo) -> str:
+        return known_point(output, info, writable=True)
 
     @field_validator("expression")
     @classmethod
@@ -431,7 +426,9 @@ class LogicFunction:
         records = dict(self.context.image.functions.get(FUNCTION, {}))
         gone = sorted(name for name in records if name not in self.rules)
         if gone:
-            await self._commit([(name, records[name], None) for name in gone], [{"rule": name, "event": "removed"} for name in gone], [])
+            await self.context.try_step(
+                "retiring removed rules", changes=tuple((name, records[name], None) for name in gone), journal=tuple({"rule": name, "event": "removed"} for name in gone)
+            )
 
     async def _evaluate(self, names: set[str], now: float) -> None:
         image = self.context.image
@@ -448,7 +445,7 @@ class LogicFunction:
             if decision.event:
                 self.context.log.warning("logic rule %s disabled: %s", name, decision.event["error"])
                 journal.append(decision.event)
-        if changes and not await self._commit(changes, journal, writes):
+        if changes and not await self.context.try_step("logic step", changes=tuple(changes), journal=tuple(journal), writes=tuple(writes)):
             self.due.update({name: now + RETRY for name, _, _ in changes})
 
     def _schedule(self, name: str, wake: float | None, cycle: float | None, now: float) -> None:
@@ -457,15 +454,6 @@ class LogicFunction:
             self.due[name] = due
         else:
             self.due.pop(name, None)
-
-    async def _commit(self, changes: list, journal: list, writes: list) -> bool:
-        """Commit one step; False if it did not apply (a record changed meanwhile, a write was refused, no commit in time)."""
-        try:
-            await self.context.step(changes=tuple(changes), journal=tuple(journal), writes=tuple(writes))
-        except (StepRejected, ProposalFailed) as exc:
-            self.context.log.info("logic step not applied (%s); evaluating those rules again", exc)
-            return False
-        return True
 
 
 @hookimpl

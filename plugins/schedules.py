@@ -24,12 +24,11 @@ from pydantic import (
 )
 
 from cluster.commands import Scalar
-from cluster.raft import ProposalFailed
 from cluster.state import ProcessImage
 
-from .building import Name
+from .building import Name, known_point
 from .hookspecs import hookimpl
-from .types import FunctionContext, FunctionSpec, StepRejected
+from .types import FunctionContext, FunctionSpec
 
 FUNCTION = "schedules"
 CYCLE = 1.0  # seconds between evaluations at most (sooner when a transition is due sooner)
@@ -143,11 +142,8 @@ class ScheduleEntry(BaseModel):
 
     @field_validator("point")
     @classmethod
-    def _configured(cls, point: str, info: ValidationInfo) -> str:
-        points = (info.context or {}).get("points")
-        if points is not None and point not in points:
-            raise ValueError(f"point {point!r} is not in [[points]]")
-        return point
+    def _drivable(cls, point: str, info: ValidationInfo) -> str:
+        return known_point(point, info, writable=True)
 
     @field_validator("timezone")
     @classmethod
@@ -295,7 +291,7 @@ class SchedulesFunction:
         records = dict(self.context.image.functions.get(FUNCTION, {}))
         gone = tuple((name, record, None) for name, record in records.items() if name not in self.entries)
         if gone:
-            await self._commit(f"dropping the records of removed schedules {', '.join(name for name, _, _ in gone)}", changes=gone)
+            await self.context.try_step(f"dropping the records of removed schedules {', '.join(name for name, _, _ in gone)}", changes=gone)
 
     async def _apply_due(self, name: str, now: float) -> None:
         entry, image = self.entries[name], self.context.image
@@ -303,7 +299,7 @@ class SchedulesFunction:
         due = due_record(entry, record, now)
         if due is None or self._blocked(name, point_problem(image, entry.point)):
             return
-        applied = await self._commit(
+        applied = await self.context.try_step(
             f"schedule {name}", changes=((name, record, due),), journal=({"schedule": name, **due},), writes=((entry.point, due["value"]),)
         )
         if applied:
@@ -316,15 +312,6 @@ class SchedulesFunction:
             log("schedule %s: %s", name, problem or "its point can be driven again")
             self.problems[name] = problem
         return problem is not None
-
-    async def _commit(self, what: str, **parts: Any) -> bool:
-        """Commit one step; False if it did not apply (decided again next cycle)."""
-        try:
-            await self.context.step(**parts)
-        except (StepRejected, ProposalFailed) as exc:
-            self.context.log.info("%s: step not applied (%s); deciding again next cycle", what, exc)
-            return False
-        return True
 
     def _pause(self, now: float) -> float:
         """Seconds to the next transition of any schedule, at most CYCLE."""

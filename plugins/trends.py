@@ -9,17 +9,16 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from cluster.commands import ApplyDocuments, DeleteDocument, PutDocument, Step, points_touched
+from cluster.commands import ApplyDocuments, DeleteDocument, PutDocument, Step, UpdatePoints, points_touched
 from cluster.node import Change
-from cluster.raft import ProposalFailed
 from cluster.state import ProcessImage
 
-from .building import Name
+from .building import Name, known_point
 from .hookspecs import hookimpl
 from .trend_store import QUALITY_CODES, Candidate, TrendStore
-from .types import FunctionContext, FunctionSpec, StepRejected
+from .types import FunctionContext, FunctionSpec
 
 FUNCTION = "trends"
 TICK = "tick"  # state key: the last interval boundary sampled
@@ -38,15 +37,14 @@ class TrendEntry(BaseModel):
     retention: float = Field(365.0, gt=0)  # days
 
     @model_validator(mode="after")
-    def _consistent(self, info: ValidationInfo) -> TrendEntry:
+    def _consistent(self) -> TrendEntry:
         if self.mode == "interval" and self.interval is None:
             raise ValueError("an interval trend needs interval (seconds)")
         if self.mode == "change" and self.interval is not None:
             raise ValueError("a change trend takes no interval (did you mean mode = \"interval\"?)")
-        points = (info.context or {}).get("points")
-        if points is not None and self.point not in points:
-            raise ValueError(f"point {self.point!r} is not in [[points]]")
         return self
+
+    _known_point = field_validator("point")(known_point)
 
 
 def trend_entries(image: ProcessImage) -> dict[str, TrendEntry]:
@@ -68,30 +66,42 @@ class TrendFeed:
     def __init__(self, image: Callable[[], ProcessImage], store: TrendStore) -> None:
         self._image = image  # the node's current image (a snapshot install replaces it)
         self._store = store
+        self._entries: dict[str, tuple[int, TrendEntry]] = {}  # trend -> (document version, entry)
         self._on_change: dict[str, list[tuple[str, float]]] = {}  # point -> (trend, deadband)
         self._intervals: list[tuple[str, str, int]] = []  # (trend, point, interval)
 
     def __call__(self, change: Change) -> None:
         command, image = change.command, self._image()
-        if command is None or type(command) in (PutDocument, DeleteDocument, ApplyDocuments):
+        if command is None or _configures_trends(command):
             self._index(image)
         if command is None:
             self._store.restored(change.seq)
             return
         candidates: list[Candidate] = []
+        by_point = self._on_change
         if type(command) is Step and command.function == FUNCTION:
             self._ticked(command, image, candidates)
-        elif self._on_change:
-            points, by_point = image.points, self._on_change
+        elif type(command) is UpdatePoints and by_point:  # the hot path: every update as reported
+            for name, value, quality, ts, _ in command.updates:
+                trends = by_point.get(name)
+                if trends is not None:
+                    code = QUALITY_CODES[quality]
+                    candidates += [(trend, ts, value, code, deadband) for trend, deadband in trends]
+        elif by_point:  # writes: the value the point holds now
             for point in points_touched(command) & by_point.keys():
-                value = points.get(point)
-                if value is not None:
-                    quality = QUALITY_CODES[value.quality]
-                    candidates += [Candidate(trend, value.ts, value.value, quality, deadband) for trend, deadband in by_point[point]]
+                held = image.points.get(point)
+                if held is not None:
+                    code = QUALITY_CODES[held.quality]
+                    candidates += [(trend, held.ts, held.value, code, deadband) for trend, deadband in by_point[point]]
         self._store.offer(change.seq, candidates, command.ts)
 
     def _index(self, image: ProcessImage) -> None:
-        entries = trend_entries(image)
+        known = self._entries
+        self._entries = {
+            name: known[name] if name in known and known[name][0] == doc.version else (doc.version, TrendEntry.model_validate(doc.body))
+            for name, doc in image.documents.get(FUNCTION, {}).items()
+        }
+        entries = {name: entry for name, (_, entry) in self._entries.items()}
         self._on_change = {}
         for name, entry in entries.items():
             if entry.mode == "change":
@@ -110,7 +120,13 @@ class TrendFeed:
                     continue
                 quality = QUALITY_CODES[value.quality]
                 first, last = tick["from"] // interval + 1, tick["at"] // interval
-                candidates += [Candidate(trend, float(k * interval), value.value, quality, None) for k in range(first, last + 1)]
+                candidates += [(trend, float(k * interval), value.value, quality, None) for k in range(first, last + 1)]
+
+
+def _configures_trends(command: object) -> bool:
+    if type(command) in (PutDocument, DeleteDocument):
+        return command.kind == FUNCTION  # type: ignore[attr-defined]
+    return type(command) is ApplyDocuments and any(change.kind == FUNCTION for change in command.changes)  # type: ignore[attr-defined]
 
 
 def due_tick(intervals: set[int], now: float, previous: int | None) -> dict[str, int] | None:
@@ -135,12 +151,8 @@ class TrendTicker:
         while True:
             record = self.context.image.functions.get(FUNCTION, {}).get(TICK)
             tick = due_tick(self.intervals, time.time(), record["at"] if record else None)
-            if tick is not None:
-                try:
-                    await self.context.step(changes=((TICK, record, tick),))
-                except (StepRejected, ProposalFailed) as exc:
-                    self.context.log.info("tick %s not committed (%s); trying again", tick["at"], exc)
-                    continue
+            if tick is not None and not await self.context.try_step(f"tick {tick['at']}", changes=((TICK, record, tick),)):
+                continue
             now = time.time()
             await asyncio.sleep(min((math.floor(now / i) + 1) * i for i in self.intervals) - now)
 

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from cluster.commands import Scalar
+from cluster.raft import ProposalFailed
 from cluster.state import ProcessImage
 
 
@@ -80,6 +81,15 @@ class FunctionContext:
     act: Callable[[str], int]  # the active guard: call before every effect outside the cluster (a notification); raises NotActive
     notifiers: dict[str, NotifierSpec]
     log: logging.Logger
+
+    async def try_step(self, what: str, **parts: Any) -> bool:
+        """Commit a step like `step`; False (and logged) if it did not apply, so the caller reads and decides again."""
+        try:
+            await self.step(**parts)
+        except (StepRejected, ProposalFailed) as exc:
+            self.log.info("%s: step not applied (%s); deciding again", what, exc)
+            return False
+        return True
 
 
 @dataclass(frozen=True)

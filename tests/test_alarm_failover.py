@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -165,3 +166,14 @@ def test_on_delay_deadband_and_shelving_on_the_running_function(make_cluster, si
     assert cold == ["raised", "returned", "shelved", "unshelved", "raised"]
     listed = tandem_cli(cluster, "alarms", "--json", cwd=tmp_path)
     assert [a["name"] for a in json.loads(listed.stdout)] == ["room-hot", "room-cold"]  # priority 10 before 100
+
+
+def test_the_journal_keeps_its_entries_for_journal_days(make_cluster, sink, tmp_path):
+    cluster = make_cluster(failback="manual", cluster={"journal_days": 2 / 86_400})  # two seconds
+    building_applied(cluster, sink, tmp_path)
+    put(cluster, 30.0, tmp_path)
+    raised = wait_for(lambda: journal(cluster, "main"), 5, "room-hot raised")
+    assert [(e["seq"], e["event"]) for e in raised] == [(1, "raised")]
+    wait_for(lambda: time.time() > raised[0]["ts"] + 2.5, 5, "the raise to grow older than two seconds")
+    put(cluster, 20.0, tmp_path)
+    wait_for(lambda: [(e["seq"], e["event"]) for e in journal(cluster, "backup")] == [(2, "returned")], 5, "the raise pruned, numbering kept")

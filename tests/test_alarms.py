@@ -120,7 +120,7 @@ def test_alarm_entries_are_validated_with_their_defaults():
     [
         ({"limit": None}, "alarms[0]: Value error, a high alarm needs a limit"),
         ({"type": "comm"}, "alarms[0]: Value error, a comm alarm takes no limit"),
-        ({"point": "ghost"}, "alarms[0]: Value error, point 'ghost' is not in [[points]]"),
+        ({"point": "ghost"}, "alarms[0].point: Value error, point 'ghost' is not in [[points]]"),
         ({"priority": 0}, "alarms[0].priority: Input should be greater than or equal to 1"),
         ({"type": "rate"}, "alarms[0].type: Input should be 'high', 'low', 'digital' or 'comm'"),
         ({"colour": "red"}, "alarms[0].colour: Extra inputs are not permitted"),

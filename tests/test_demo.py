@@ -57,6 +57,11 @@ def test_demo_runs_the_building_and_stops_cleanly(tmp_path):
         wait_for(lambda: good_value(config, "room1.temp"), 20, "a room temperature from the simulated BACnet device")
         assert tandem("put", "ahu1.setpoint", "19.5", config=config).returncode == 0
         wait_for(lambda: good_value(config, "ahu1.setpoint") == 19.5, 10, "the setpoint read back from the AHU")
+        hall = wait_for(lambda: good_value(config, "hall.setpoint"), 10, "the schedule to set the hall setpoint")
+        assert hall in (15.0, 17.0, 19.0, 21.0)
+        wait_for(lambda: good_value(config, "rooms.setpoint") == hall + 0.5, 20, "the logic rule to drive the rooms' BACnet setpoint")
+        trend = tandem("trend", "ahu1.supply_temp", "--json", config=config)
+        assert trend.returncode == 0 and json.loads(trend.stdout)["samples"], trend.stderr
     finally:
         demo.send_signal(signal.SIGINT)
         assert demo.wait(30) == 0

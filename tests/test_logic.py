@@ -53,11 +53,12 @@ def test_a_bad_expression_is_named_with_its_position(expression, says):
 
 def test_validation_on_apply_points_at_the_rule_and_position():
     building = {
-        "points": [{"name": name, "writable": True} for name in sorted(POINTS)],
+        "points": [*({"name": name, "writable": True} for name in sorted(POINTS)), {"name": "sensor"}],
         "logic": [
             {"name": "fine", "output": "out", "expression": 'p("a") + 1'},
             {"name": "typo", "output": "out", "expression": 'p("room.temp") + p("room.tmp")'},
             {"name": "ghost", "output": "nowhere", "expression": "1", "cycle": 0.01},
+            {"name": "read-only", "output": "sensor", "expression": "1"},
         ],
     }
     with pytest.raises(BuildingError) as error:
@@ -66,6 +67,7 @@ def test_validation_on_apply_points_at_the_rule_and_position():
         "logic[1].expression: line 1, column 20: unknown point 'room.tmp'",
         "logic[2].output: Value error, point 'nowhere' is not in [[points]]",
         "logic[2].cycle: Input should be greater than or equal to 0.1",
+        "logic[3].output: Value error, point 'sensor' is not writable (set writable = true on it)",
     ]
     building["logic"] = building["logic"][:1]
     assert validate_building(building, load_plugins(["logic"]))["logic"] == {

@@ -88,6 +88,8 @@ def test_a_driver_failing_at_start_or_while_running_is_isolated_and_reported(mak
     assert apply(cluster, tmp_path, c2_extra="fail_at_start = true").returncode == 0
     wait_for(lambda: "no licence" in (device_status(cluster, "main").get("c2", {}).get("error") or ""), 10, "c2's start error in status")
     assert device_status(cluster, "main")["c2"]["running"] is False
+    status = tandem_cli(cluster, "status", cwd=tmp_path)
+    assert "main: device c2: " in status.stdout and "no licence" in status.stdout
     assert counting_on(cluster, "main", "c1.n")
     assert apply(cluster, tmp_path, c2_extra="fail_after = 3").returncode == 0
     wait_for(lambda: "gave up after 3 counts" in (device_status(cluster, "main").get("c2", {}).get("error") or ""), 10, "c2's error in status")

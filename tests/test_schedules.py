@@ -242,7 +242,7 @@ def test_the_api_view_names_a_point_the_schedule_cannot_drive():
 # ---- [[schedules]] entries ----
 
 BUILDING = {
-    "points": [{"name": "setpoint", "writable": True}],
+    "points": [{"name": "setpoint", "writable": True}, {"name": "sensor"}],
     "schedules": [
         {
             "name": "office",
@@ -296,6 +296,7 @@ def changed(path: str, value) -> dict:
     ("path", "value", "says"),
     [
         ("point", "ghost", "schedules[0].point: Value error, point 'ghost' is not in [[points]]"),
+        ("point", "sensor", "schedules[0].point: Value error, point 'sensor' is not writable (set writable = true on it)"),
         ("timezone", "Europe/Berln", "schedules[0].timezone: Value error, unknown time zone 'Europe/Berln'; use an IANA name"),
         ("timezone", None, "schedules[0].timezone: Field required"),
         ("weekly.mon.1.at", "25:00", 'schedules[0].weekly.mon[1].at: Value error, must be a local time "HH:MM" or "HH:MM:SS"'),

@@ -157,6 +157,6 @@ def test_trend_entries_are_validated_with_located_errors():
         validate_building(building, plugins)
     problems = "\n".join(raised.value.problems)
     assert "trends[1]: Value error, an interval trend needs interval (seconds)" in problems
-    assert "trends[2]: Value error, point 'q' is not in [[points]]" in problems
+    assert "trends[2].point: Value error, point 'q' is not in [[points]]" in problems
     assert "trends[3].deadband" in problems and "trends[3].retention" in problems
     assert "trends[0]" not in problems
