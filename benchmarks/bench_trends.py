@@ -107,8 +107,8 @@ def end_to_end(cluster: LocalCluster, names: list[str]) -> tuple[float, float, i
     sent = asyncio.run(paced_updates(cluster, "main", CLUSTER_RATE, BATCH, CLUSTER_SECONDS, names, lambda k: float(started + k)))
     if sent["failed"]:
         raise RuntimeError(f"{sent['failed']} batches refused")
-    sent_at, commit = time.monotonic(), view(cluster, "main")["commit_index"]
-    wait_for(lambda: all(_recorded(path) >= commit for path in stores), 120, "both stores to record the batches", interval=0.01)
+    sent_at, applied = time.monotonic(), view(cluster, "main")["commands_applied"]
+    wait_for(lambda: all(_recorded(path) >= applied for path in stores), 120, "both stores to record the batches", interval=0.01)
     lag = time.monotonic() - sent_at
     return (min(_rows(path) for path in stores) - before) / CLUSTER_SECONDS, lag, view(cluster, "main")["term"] - term
 

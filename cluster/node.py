@@ -65,6 +65,7 @@ class ClusterNode:
         self.image = ProcessImage()
         self.role_history: deque[RoleEvent] = deque(maxlen=100)
         self._apply_lags: deque[float] = deque(maxlen=LAG_WINDOW)
+        self.updates_applied = 0  # point updates this node applied since it started (a rate for benchmarks and metrics)
         self._timers = config.cluster.timers
         self._names = {node.raft: node.name for node in config.cluster.nodes}
         self._change_subscribers: list[Callable[[Change], None]] = []
@@ -348,6 +349,7 @@ class ClusterNode:
         result = self.image.apply(command)
         if type(command) is UpdatePoints:
             self._apply_lags.append(time.time() - command.ts)  # newest sample's stamp -> applied here
+            self.updates_applied += len(command.updates)
         if isinstance(command, Activate) and command.node == self.name and not isinstance(result, Rejected):
             self._activated_term = command.term
         self._notify(Change(command, result, self.image.applied))
@@ -402,6 +404,8 @@ class ClusterNode:
             "acts": {"term": self.guard.term, "first": self.guard.first_act, "last": self.guard.last_act},
             "transfer": None if self._transfer is None else self._transfer.target.name,
             "points": len(self.image.points),
+            "updates_applied": self.updates_applied,
+            "commands_applied": self.image.applied,  # the log position derived state (trends) is recorded by
             "apply_lag": _percentiles(self._apply_lags),
             "blocked": self.blocked,
             **{key: provider() for key, provider in self._status_extras.items()},

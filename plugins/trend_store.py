@@ -8,6 +8,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from concurrent.futures import Future
 from functools import partial
 from pathlib import Path
@@ -74,8 +75,15 @@ class TrendStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = self._connect()
-        self._db.executescript(SCHEMA)
+        try:
+            self._db = self._open()
+        except sqlite3.DatabaseError as exc:  # a damaged file: kept aside, and the history comes from a peer again
+            aside = path.with_name(f"{path.name}.damaged-{int(time.time())}")
+            logger.error("trend store %s is damaged (%s); moved to %s, history is fetched from a peer", path, exc, aside.name)
+            for part in path.parent.glob(path.name + "*"):
+                if "damaged" not in part.name:
+                    part.rename(aside.with_name(aside.name + part.name.removeprefix(path.name)))
+            self._db = self._open()
         meta = dict(self._db.execute("SELECT key, value FROM meta"))
         self.last_seq: int = meta.get("last_seq", 0)  # every command up to here is recorded
         self.gap_to: int = meta.get("gap_to", 0)  # commands (last_seq, gap_to] are recorded by a peer only: fetch them
@@ -91,10 +99,16 @@ class TrendStore:
         self._thread = threading.Thread(target=self._run, name="trend writer", daemon=True)
         self._thread.start()
 
-    def _connect(self) -> sqlite3.Connection:
+    def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(SCHEMA)
+            db.execute("SELECT count(*) FROM meta").fetchone()
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
         return db
 
     # ---- fed from the Raft thread, in log order ----

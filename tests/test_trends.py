@@ -160,3 +160,17 @@ def test_trend_entries_are_validated_with_located_errors():
     assert "trends[2].point: Value error, point 'q' is not in [[points]]" in problems
     assert "trends[3].deadband" in problems and "trends[3].retention" in problems
     assert "trends[0]" not in problems
+
+
+def test_a_damaged_store_is_kept_aside_and_its_history_refetched(tmp_path):
+    damaged = tmp_path / "trends.sqlite"
+    damaged.write_bytes(b"not a database" * 100)
+    server = Server(tmp_path)
+    try:
+        assert server.store.last_seq == 0 and server.store.gap() is None
+        server.feed(Change(None, None, 7))  # the node restores its snapshot after command 7
+        server.store.flushed().result(timeout=10)
+        assert server.store.gap() == (0, 7)  # what the damaged file held comes from a peer
+        assert [p.read_bytes()[:14] for p in tmp_path.glob("trends.sqlite.damaged-*")] == [b"not a database"]
+    finally:
+        server.store.close()
