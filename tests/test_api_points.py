@@ -27,7 +27,7 @@ def test_batch_is_applied_on_every_server(cluster):
     code, answer = post(cluster, "main", {"updates": [{"name": "ahu.t1", "value": 21.5}, {"name": "ahu.on", "value": True, "quality": "uncertain"}]})
     assert (code, answer) == (200, {"accepted": 2})
     commit = cluster["main"].view()["commit_index"]
-    wait_for(lambda: cluster["backup"].view()["applied_index"] >= commit, 10, "backup to apply the batch")
+    wait_for(lambda: (cluster["backup"].view() or {}).get("applied_index", 0) >= commit, 10, "backup to apply the batch")
     code, point = call_api(cluster.config, cluster["backup"].spec.api, "GET", "/api/v1/points/ahu.on")
     assert code == 200
     assert (point["value"], point["quality"], point["source"]) == (True, "uncertain", "api")

@@ -1,4 +1,4 @@
-"""The HTTP API of a node (aiohttp): cluster status, points and leadership transfer, bearer-token authenticated."""
+"""The HTTP API of a node (aiohttp): status, points, configuration, the BMS functions and transfer, bearer-token authenticated."""
 
 from __future__ import annotations
 
@@ -28,22 +28,19 @@ from plugins.alarms import AlarmError, alarm_list, notifier_progress, operator_s
 from plugins.building import BuildingError, export, plan, validate_building
 from plugins.logic import logic_list
 from plugins.manager import PluginSet
+from plugins.schedules import schedule_list
 from plugins.trend_store import TrendStore
 from plugins.trends import FUNCTION as TRENDS_FUNCTION
 from plugins.trends import find_trend, trend_list
-from plugins.schedules import schedule_list
+
+from . import live
+from .appkeys import MAX_BATCH, MAX_BODY, MAX_BUCKETS, MAX_SAMPLES, NODE, PEER_SESSION, PLUGINS, TRENDS
+from .metrics import add_metrics
+from .openapi import add_openapi
 
 logger = logging.getLogger(__name__)
 
-NODE = web.AppKey("node", ClusterNode)
-PLUGINS = web.AppKey("plugins", PluginSet)
-PEER_SESSION = web.AppKey("peer_session", aiohttp.ClientSession)
-TRENDS = web.AppKey("trends", TrendStore)
 PEER_TIMEOUT = 0.5
-MAX_BATCH = 20_000  # updates per POST /api/v1/points request
-MAX_BODY = 8 * 2**20
-MAX_BUCKETS = 100_000  # per trend query
-MAX_SAMPLES = 1_000_000  # raw samples per trend query
 
 
 def _error(status: int, message: str, **extra: Any) -> web.Response:
@@ -53,7 +50,7 @@ def _error(status: int, message: str, **extra: Any) -> web.Response:
 @web.middleware
 async def _authenticate(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
     expected = f"Bearer {request.app[NODE].config.api_token}"
-    if not hmac.compare_digest(request.headers.get("Authorization", ""), expected):
+    if not hmac.compare_digest(live.credentials(request), expected):
         return _error(401, "missing or wrong bearer token (see `tandem token`)")
     return await handler(request)
 
@@ -78,7 +75,7 @@ async def _json_body(request: web.Request, example: str) -> Any:
     """The request's JSON body, or a 400 response that shows an `example` of what is expected."""
     try:
         return await request.json()
-    except json.JSONDecodeError:
+    except (ValueError, LookupError):  # not JSON, not UTF-8 (UnicodeDecodeError), or an unknown charset
         return _error(400, f"body must be JSON like {example}")
 
 
@@ -290,8 +287,12 @@ def _instant(text: str | None, default: float, name: str) -> float:
         except ValueError:
             parsed = None
         moment = math.nan if parsed is None else (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
+    try:
+        _iso(moment)  # a time in the years 1 to 9999, as answers (bucket times, CSV) write it
+    except (ValueError, OverflowError, OSError):
+        moment = math.nan
     if not math.isfinite(moment):
-        raise ValueError(f"'{name}' must be seconds since the epoch or ISO 8601 like 2026-11-26T08:00:00Z, got {text!r}")
+        raise ValueError(f"'{name}' must be seconds since the epoch or ISO 8601 like 2026-11-26T08:00:00Z (years 1 to 9999), got {text!r}")
     return moment
 
 
@@ -352,6 +353,8 @@ async def get_trend_samples(request: web.Request) -> web.Response:
         after, upto = int(request.query["after"]), int(request.query["upto"])
     except (KeyError, ValueError):
         return _error(400, "'after' and 'upto' must be integers (log positions)")
+    if not all(-(2**63) <= position < 2**63 for position in (after, upto)):  # what SQLite stores
+        return _error(400, "'after' and 'upto' must be 64-bit integers")
     samples, covered = await asyncio.to_thread(request.app[TRENDS].samples_between, after, upto)
     return web.json_response({"samples": samples, "upto": covered})
 
@@ -393,6 +396,8 @@ def create_app(node: ClusterNode, plugins: PluginSet, trends: TrendStore | None 
     app.cleanup_ctx.append(_peer_session)
     app.router.add_get("/api/v1/node", node_view)
     app.router.add_get("/api/v1/status", cluster_status)
+    add_metrics(app, node)
+    add_openapi(app)
     if node.me.role is not Role.WITNESS:
         app.router.add_post("/api/v1/points", post_points)
         app.router.add_get("/api/v1/points/{name}", get_point)
@@ -407,6 +412,7 @@ def create_app(node: ClusterNode, plugins: PluginSet, trends: TrendStore | None 
         app.router.add_get("/api/v1/logic/journal", get_logic_journal)
         app.router.add_get("/api/v1/schedules", get_schedules)
         app.router.add_get("/api/v1/schedules/journal", get_schedule_journal)
+        live.install(app, node)
     if trends is not None:
         app[TRENDS] = trends
         app.router.add_get("/api/v1/trends", get_trends)

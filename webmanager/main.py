@@ -22,7 +22,8 @@ from plugins.trend_store import TrendStore
 from plugins.trends import FUNCTION as TRENDS_FUNCTION
 from plugins.trends import TrendFeed
 
-from .api import PEER_SESSION, create_app
+from .api import create_app
+from .appkeys import PEER_SESSION
 from .trend_fill import fill_trend_gaps
 from .demo import DEMO_CONFIG, run_demo
 

@@ -1,0 +1,139 @@
+"""The Python client (webmanager.client.TandemClient) on a real three-process cluster: it follows a SIGKILLed active and a
+planned transfer by itself, keeps its subscription and has values flowing again within 2 s of the new activation."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from cluster.cli import call_api
+from cluster.processes import LocalCluster, wait_for
+from webmanager.client import TandemClient
+
+POINT = "live.counter"
+
+
+async def until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll `condition` on the event loop until it is truthy; TimeoutError naming `what` after `timeout` s."""
+    async with asyncio.timeout(timeout):
+        while not (result := condition()):
+            await asyncio.sleep(0.01)
+    return result
+
+
+class Updater:
+    """Counts POINT up every 20 ms through whichever server accepts it (a thread, independent of the client)."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.cluster = cluster
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        apis = [self.cluster[name].spec.api for name in ("main", "backup")]
+        while not self._stop.is_set():
+            body = {"updates": [{"name": POINT, "value": self.sent + 1}]}
+            for api in apis:
+                try:
+                    if call_api(self.cluster.config, api, "POST", "/api/v1/points", body, timeout=0.5)[0] == 200:
+                        self.sent += 1
+                        break
+                except OSError:
+                    continue
+            self._stop.wait(0.02)
+
+    def __enter__(self) -> Updater:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class Received:
+    """The client's messages with their arrival times."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[float, dict]] = []
+
+    def __call__(self, message: dict) -> None:
+        self.messages.append((time.time(), message))
+
+    def counter_after(self, moment: float, above: int) -> float | None:
+        """Arrival time of the first change (not a snapshot) after `moment` carrying a count above `above`."""
+        for arrived, message in self.messages:
+            if arrived > moment and message["type"] == "points" and not message.get("snapshot"):
+                if any(item["name"] == POINT and item["value"] > above for item in message["values"]):
+                    return arrived
+        return None
+
+    def last_count(self) -> int:
+        counts = [item["value"] for _, m in self.messages if m["type"] == "points" for item in m["values"] if item["name"] == POINT]
+        return max(counts, default=0)
+
+
+@pytest.fixture
+def cluster(make_cluster: Callable[..., LocalCluster]) -> Iterator[LocalCluster]:
+    """Main active, the backup caught up and with its plugins loaded (ready to take over)."""
+    cluster = make_cluster(failback="manual", fsync=False)
+    wait_for(lambda: (cluster["backup"].view() or {}).get("blocked", "no answer") is None, 20, "the backup to load its plugins")
+    wait_for(lambda: cluster.caught_up("backup", "main"), 10, "the backup to catch up")
+    yield cluster
+
+
+def servers(cluster: LocalCluster) -> list[str]:
+    return [node.api for node in cluster.config.cluster.nodes]
+
+
+def activation_since(cluster: LocalCluster, node: str) -> float | None:
+    """When `node` proposed its activation (wall clock), once it is the active server."""
+    view = cluster[node].view()
+    if view is None or view["role"] != "active" or view["activation"]["node"] != node:
+        return None
+    return view["activation"]["since"]
+
+
+async def test_the_client_follows_a_killed_active_and_values_flow_again_within_2_s(cluster):
+    received = Received()
+    async with TandemClient(servers(cluster), cluster.config.api_token, on_message=received) as client:
+        await client.subscribe(points=[POINT])
+        with Updater(cluster):
+            await until(lambda: received.last_count() >= 5, 10, "values flowing from main")
+            assert (client.active, client.connected_to) == ("main", cluster["main"].spec.api)
+            before = received.last_count()
+            killed = time.time()
+            await asyncio.to_thread(cluster["main"].kill)
+            written = asyncio.create_task(client.write("live.set", 7))  # retried until the backup takes it
+            flowing = await until(lambda: received.counter_after(killed, before), 10, "values flowing again")
+            activated = await until(lambda: activation_since(cluster, "backup"), 5, "backup active")
+            assert (client.active, client.connected_to) == ("backup", cluster["backup"].spec.api)
+            assert flowing - activated < 2.0, f"values flowed {flowing - activated:.3f} s after the backup's activation"
+            assert (await asyncio.wait_for(written, 15))["value"] == 7
+        snapshots = [m for arrived, m in received.messages if arrived > killed and m.get("snapshot")]
+        assert snapshots and {item["name"] for m in snapshots for item in m["values"]} == {POINT}  # resubscribed, same points
+
+
+async def test_the_client_follows_a_planned_transfer(cluster):
+    received = Received()
+    async with TandemClient(servers(cluster), cluster.config.api_token, on_message=received) as client:
+        await client.subscribe(points=[POINT])
+        with Updater(cluster):
+            await until(lambda: client.connected_to == cluster["main"].spec.api and received.last_count() > 0, 10, "values from main")
+            moved = time.time()
+            code, answer = await asyncio.to_thread(
+                call_api, cluster.config, cluster["main"].spec.api, "POST", "/api/v1/cluster/transfer", {"to": "backup"}, timeout=10
+            )
+            assert code == 200, answer
+            before = received.last_count()
+            flowing = await until(lambda: received.counter_after(moved, before), 10, "values flowing from the backup")
+            assert flowing - moved < 2.0
+            assert (client.active, client.connected_to) == ("backup", cluster["backup"].spec.api)
+    roles = [(m["node"], m["role"]) for arrived, m in received.messages if arrived > moved and m["type"] == "role"]
+    assert roles[:2] == [("main", "standby"), ("backup", "active")]  # told by main, then greeted by the backup

@@ -1,0 +1,224 @@
+"""TandemClient: a Python client for visualization apps that follows the active Tandem server by itself (aiohttp only)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+logger = logging.getLogger(__name__)
+
+POLL_FIRST = 0.05  # seconds between role polls while there is no active server, doubling up to POLL_MAX
+POLL_MAX = 0.5
+RECONNECT_MAX = 2.0  # longest pause between failed connection attempts
+
+Message = dict[str, Any]
+
+
+class TandemError(Exception):
+    """The cluster refused a request (`status` is the HTTP status, None if no active server was found in time)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class TandemClient:
+    """A live-feed subscription and point writes that follow the active server across failovers:
+
+        async with TandemClient(["10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080"], token) as client:
+            await client.subscribe(points=["ahu1.temp", "ahu1.fan"], alarms=True)
+            await client.write("ahu1.setpoint", 21.5)
+            async for message in client.updates():  # the live feed's messages (see webmanager/live.py)
+                ...
+
+    It asks every server for its role (GET /api/v1/node), connects the live feed (/api/v1/live) to the active one and
+    keeps the subscription: when the connection drops or the server says it is no longer active, it finds the new
+    active, reconnects and subscribes again, which starts with a fresh snapshot ("snapshot": true).
+
+    `servers` are the API addresses (host:port) of all cluster nodes, `token` the API's bearer token. Messages go to
+    `on_message` (a function or coroutine function) if given, else to `updates()`, which holds at most `buffer` of
+    them: a reader that falls behind stops the client reading, and the server drops it, so it reconnects with a fresh
+    snapshot. `heartbeat` seconds between pings detects a server that vanished without closing the connection.
+    """
+
+    def __init__(
+        self,
+        servers: Sequence[str],
+        token: str,
+        *,
+        on_message: Callable[[Message], Awaitable[None] | None] | None = None,
+        buffer: int = 1000,
+        heartbeat: float = 2.0,
+        request_timeout: float = 1.0,
+    ) -> None:
+        if not servers:
+            raise ValueError("name at least one server (host:port)")
+        self.servers = list(servers)
+        self.connected_to: str | None = None  # the server (host:port) the live feed is connected to
+        self.active: str | None = None  # the active server's name, as last learned
+        self._headers = {"Authorization": f"Bearer {token}"}
+        self._on_message = on_message
+        self._messages: asyncio.Queue[Message] = asyncio.Queue(buffer)
+        self._heartbeat = heartbeat
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
+        self._active_api: str | None = None
+        self._subscription: Message | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._runner: asyncio.Task | None = None
+
+    async def __aenter__(self) -> TandemClient:
+        self._session = aiohttp.ClientSession(headers=self._headers)
+        self._runner = asyncio.create_task(self._run(), name="tandem live feed")
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+        assert self._runner is not None and self._session is not None
+        self._runner.cancel()
+        await asyncio.gather(self._runner, return_exceptions=True)
+        await self._session.close()
+
+    # ---- the public API ----
+
+    async def subscribe(self, points: Iterable[str] | str = "*", alarms: bool = False) -> None:
+        """Replace the subscription: point names (or "*" for all) and whether to follow the alarm list. Kept across
+        reconnects; each (re)subscription starts with a snapshot."""
+        if isinstance(points, str) and points != "*":
+            raise ValueError('points: a list of point names, or "*" for all')
+        self._subscription = {"points": points if points == "*" else list(points), "alarms": alarms}
+        if self._ws is not None and not self._ws.closed:
+            await self._ws.send_json({"subscribe": self._subscription})
+
+    async def updates(self) -> AsyncIterator[Message]:
+        """The live feed's messages, in order, across reconnects (without `on_message`)."""
+        while True:
+            yield await self._messages.get()
+
+    async def write(self, point: str, value: Any, timeout: float = 10.0) -> Message:
+        """Write a point through the active server, retrying while the active role moves; returns the API's answer
+        (the point, or {"pending": true, ...} for a device point). TandemError if refused or no active in time."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        path = f"/api/v1/points/{urllib.parse.quote(point, safe='')}"
+        delay = POLL_FIRST
+        while True:
+            api = self._active_api or await self._find_active(deadline)
+            status, answer = await self._put(api, path, {"value": value})
+            if status in (200, 202):
+                return answer
+            if status is not None and not (status == 409 and "active" in answer) and status != 503:
+                raise TandemError(answer.get("error", f"HTTP {status}"), status)
+            self._active_api = answer.get("active_api") if status == 409 else None  # not (or no longer) the active
+            if loop.time() + delay > deadline:
+                raise TandemError(f"no active server accepted the write within {timeout} s", status)
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, POLL_MAX)
+
+    # ---- finding the active server ----
+
+    async def _find_active(self, deadline: float | None = None) -> str:
+        """The active server's address, polling every server until one says it is active (or the deadline passes)."""
+        loop = asyncio.get_running_loop()
+        delay = POLL_FIRST
+        while True:
+            found = await self._poll()
+            if found is not None:
+                self.active, self._active_api = found
+                return found[1]
+            if deadline is not None and loop.time() + delay > deadline:
+                raise TandemError("no active server found in time")
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, POLL_MAX)
+
+    async def _poll(self) -> tuple[str, str] | None:
+        """(name, address) of the first server that answers it is active, asking all at once; None if none does."""
+        tasks = [asyncio.create_task(self._role(api)) for api in self.servers]
+        try:
+            for answer in asyncio.as_completed(tasks):
+                found = await answer
+                if found is not None:
+                    return found
+            return None
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def _role(self, api: str) -> tuple[str, str] | None:
+        assert self._session is not None
+        try:
+            async with self._session.get(f"http://{api}/api/v1/node", timeout=self._timeout) as response:
+                view = await response.json() if response.status == 200 else {}
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+            return None
+        return (view["name"], api) if view.get("role") == "active" else None
+
+    async def _put(self, api: str, path: str, body: Message) -> tuple[int | None, Message]:
+        assert self._session is not None
+        try:
+            async with self._session.put(f"http://{api}{path}", json=body, timeout=self._timeout) as response:
+                return response.status, await response.json()
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+            return None, {}
+
+    # ---- the live feed ----
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            api = await self._find_active()
+            try:
+                greeted = await self._follow(api)
+            except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
+                greeted = False
+                logger.warning("live feed on %s: %s", api, exc or type(exc).__name__)
+            finally:
+                self._ws, self.connected_to = None, None
+            failures = 0 if greeted else failures + 1
+            if failures:  # pause only when connecting did not work, not after a connection that ended
+                await asyncio.sleep(min(RECONNECT_MAX, POLL_FIRST * 2**failures))
+
+    async def _follow(self, api: str) -> bool:
+        """Connect the live feed to `api` and pass its messages on until it closes or stops being the active; whether
+        any message came."""
+        assert self._session is not None
+        greeted = False
+        async with asyncio.timeout(self._timeout.total):
+            ws = await self._session.ws_connect(f"http://{api}/api/v1/live", heartbeat=self._heartbeat, max_msg_size=0)
+        async with ws:
+            self._ws, self.connected_to = ws, api
+            if self._subscription is not None:
+                await ws.send_json({"subscribe": self._subscription})
+            async for frame in ws:
+                if frame.type is not aiohttp.WSMsgType.TEXT:
+                    break
+                greeted = True
+                message = json.loads(frame.data)
+                await self._deliver(message)
+                if message.get("type") == "role" and not self._still_active(message):
+                    break
+        logger.info("live feed on %s ended (close code %s)", api, ws.close_code)
+        return greeted
+
+    def _still_active(self, role: Message) -> bool:
+        """Note what a role message says about the active server; False if the connected server is not it."""
+        if role["role"] == "active":
+            self.active, self._active_api = role["node"], self.connected_to
+            return True
+        self.active, self._active_api = role.get("active"), role.get("active_api")
+        return False
+
+    async def _deliver(self, message: Message) -> None:
+        if self._on_message is None:
+            await self._messages.put(message)
+            return
+        outcome = self._on_message(message)
+        if inspect.isawaitable(outcome):
+            await outcome

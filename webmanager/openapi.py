@@ -1,0 +1,264 @@
+"""The OpenAPI 3.1 document of a node's API (GET /api/v1/openapi.json), built from the routes its app registers."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+from pydantic import create_model
+
+from cluster.commands import MAX_NAME_LENGTH, QUALITIES
+from plugins.building import Building, Name
+from plugins.manager import PluginSet
+
+from .appkeys import MAX_BATCH, MAX_BUCKETS, MAX_SAMPLES, PLUGINS
+
+logger = logging.getLogger(__name__)
+
+PATH = "/api/v1/openapi.json"
+DOCUMENT = web.AppKey("openapi_document", dict)
+SCHEMAS = "#/components/schemas/"
+SCALAR = {"type": ["boolean", "integer", "number", "string", "null"]}
+INT64 = {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}
+JSON_OBJECT = {"application/json": {"schema": {"type": "object"}}}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": SCHEMAS + name}
+
+
+def _param(name: str, where: str, schema: dict[str, Any], description: str, required: bool = False, example: Any = None) -> dict[str, Any]:
+    param = {"name": name, "in": where, "required": required or where == "path", "schema": schema, "description": description}
+    return param if example is None else {**param, "example": example}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+POINT_NAME = _param("name", "path", {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH}, "The point's name.", example="ahu1.temp")
+ALARM_NAME = _param("name", "path", {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH}, "The alarm's name.", example="ahu1.temp.high")
+TREND_NAME = _param("name", "path", {"type": "string", "minLength": 1}, "A trend's name, or a point with exactly one trend.", example="ahu1.temp")
+JOURNAL = [
+    _param("after", "query", INT64, "Entries after this sequence number (default 0)."),
+    _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 10_000}, "At most this many entries (default 1000)."),
+]
+# status -> (components/responses name, description); 401 is in every operation
+ERRORS = {
+    400: ("BadRequest", "The request is invalid; `error` says why (and `field` or `problems` where, when it can)."),
+    401: ("Unauthorized", "Missing or wrong bearer token (see `tandem token`)."),
+    404: ("NotFound", "No such point, alarm or trend."),
+    409: ("Conflict", "This server is not the active one (`active`, `active_api` name it), or the state changed meanwhile."),
+    422: ("Unprocessable", "The transfer was refused or did not complete in time."),
+    503: ("Unavailable", "The change was not committed (no quorum, or not in time), or the active server is still applying."),
+}
+
+
+def _op(summary: str, tag: str, ok: dict[str, Any], errors: tuple[int, ...] = (), params: list[dict[str, Any]] | None = None, body: str | None = None) -> dict[str, Any]:
+    """One operation: `ok` maps success status -> response; `errors` are the error statuses it answers besides 401."""
+    responses = {str(status): response for status, response in ok.items()}
+    responses |= {str(status): {"$ref": f"#/components/responses/{ERRORS[status][0]}"} for status in sorted((*errors, 401))}
+    operation: dict[str, Any] = {"summary": summary, "tags": [tag], "responses": responses}
+    if params:
+        operation["parameters"] = params
+    if body:
+        operation["requestBody"] = {"required": True, "content": _json(_ref(body))}
+    return operation
+
+
+def _ok(description: str, content: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"description": description, "content": content or JSON_OBJECT}
+
+
+def _journal(function: str) -> dict[str, Any]:
+    return _op(f"The {function} journal, oldest first", function, {200: _ok("`entries`: seq, ts and the event.")}, (400,), JOURNAL)
+
+
+# (method, path as aiohttp's canonical form) -> operation; document() takes those the app registers
+OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
+    ("GET", "/api/v1/node"): _op("This node's own status", "cluster", {200: _ok("Role, term, indexes, lag, peers, plugins.")}),
+    ("GET", "/api/v1/status"): _op("The cluster status, as seen from this node", "cluster", {200: _ok("Every node with role, lag and problems.")}),
+    ("POST", "/api/v1/cluster/transfer"): _op(
+        "Hand the active role to another server", "cluster", {200: _ok("The transfer's result: from, to, term.")}, (400, 409, 422), body="Transfer"
+    ),
+    ("GET", "/metrics"): _op(
+        "Metrics in the Prometheus text format", "cluster", {200: _ok("Role, term, commit and apply counters, lag, devices.", {"text/plain": {"schema": {"type": "string"}}})}
+    ),
+    ("GET", PATH): _op("This document", "cluster", {200: _ok("The OpenAPI 3.1 document of this node's API.")}),
+    ("POST", "/api/v1/points"): _op(
+        "Report a batch of field values (one log entry)", "points", {200: _ok("`accepted`: how many updates.")}, (400, 409, 503), body="PointBatch"
+    ),
+    ("GET", "/api/v1/points/{name}"): _op(
+        "A point's value, quality, time stamp and pending write",
+        "points",
+        {200: _ok("The point.", _json(_ref("Point")))},
+        (404, 409, 503),
+        [POINT_NAME, _param("consistent", "query", {"type": "boolean"}, "Read on the active only, after it applied every committed entry.")],
+    ),
+    ("PUT", "/api/v1/points/{name}"): _op(
+        "Write a point (an operator write, committed first)",
+        "points",
+        {200: _ok("A virtual point: its new value.", _json(_ref("Point"))), 202: _ok("A device point: committed as desired state (`seq`).")},
+        (400, 409, 503),
+        [POINT_NAME],
+        "PointWrite",
+    ),
+    ("GET", "/api/v1/live"): _op(
+        "The live feed: a WebSocket of point values, alarm states and role changes (frames: webmanager/live.py)",
+        "points",
+        {101: {"description": "Switching to the WebSocket protocol."}},
+        (400,),
+        [_param("token", "query", {"type": "string"}, "The bearer token, for browsers (they cannot set headers on a WebSocket).")],
+    ),
+    ("GET", "/api/v1/config"): _op("The building configuration (devices, points, functions' entries)", "config", {200: _ok("The building.", _json(_ref("BuildingConfig")))}),
+    ("POST", "/api/v1/config"): _op(
+        "Apply a building configuration (validated, one log entry)", "config", {200: _ok("`changed`: documents changed.")}, (400, 409, 503), body="BuildingConfig"
+    ),
+    ("GET", "/api/v1/alarms"): _op("Alarms and their states, and the notifiers' progress", "alarms", {200: _ok("`alarms` and `notifiers`.")}),
+    ("GET", "/api/v1/alarms/journal"): _journal("alarms"),
+    ("POST", "/api/v1/alarms/{name}/{action}"): _op(
+        "Acknowledge, shelve or unshelve an alarm",
+        "alarms",
+        {200: _ok("The alarm after the action.")},
+        (400, 404, 409, 503),
+        [ALARM_NAME, _param("action", "path", {"type": "string", "enum": ["ack", "shelve", "unshelve"]}, "What to do.")],
+        "AlarmAction",
+    ),
+    ("GET", "/api/v1/logic"): _op("Logic rules and their state", "logic", {200: _ok("`rules`.")}),
+    ("GET", "/api/v1/logic/journal"): _journal("logic"),
+    ("GET", "/api/v1/schedules"): _op("Schedules, their current and next values", "schedules", {200: _ok("`schedules`.")}),
+    ("GET", "/api/v1/schedules/journal"): _journal("schedules"),
+    ("GET", "/api/v1/trends"): _op("Trends and the trend store's state", "trends", {200: _ok("`trends` and `store`.")}),
+    ("GET", "/api/v1/trends/_samples"): _op(
+        "For a peer filling its gap: the samples of commands (after, upto]",
+        "trends",
+        {200: _ok("`samples` and the last command covered (`upto`).")},
+        (400,),
+        [_param("after", "query", INT64, "Log position (exclusive).", True), _param("upto", "query", INT64, "Log position (inclusive).", True)],
+    ),
+    ("GET", "/api/v1/trends/{name}"): _op(
+        "A trend's samples in [from, to), raw or in buckets; JSON or CSV",
+        "trends",
+        {200: _ok("Samples or buckets.", {**JSON_OBJECT, "text/csv": {"schema": {"type": "string"}}})},
+        (400, 404),
+        [
+            TREND_NAME,
+            _param("from", "query", {"type": "string"}, "Start: seconds since the epoch or ISO 8601 (default: an hour before `to`).", example="2026-11-26T08:00:00Z"),
+            _param("to", "query", {"type": "string"}, "End (exclusive), like `from` (default: now).", example="1795000000"),
+            _param("step", "query", {"type": "number", "exclusiveMinimum": 0}, f"Bucket width in seconds (at most {MAX_BUCKETS} buckets)."),
+            _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_SAMPLES}, "At most this many raw samples."),
+            _param("format", "query", {"type": "string", "enum": ["json", "csv"]}, "Answer as JSON (default) or CSV."),
+        ],
+    ),
+}
+
+BODIES: dict[str, dict[str, Any]] = {
+    "PointWrite": {"type": "object", "properties": {"value": SCALAR}, "required": ["value"], "additionalProperties": False},
+    "PointUpdate": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH, "pattern": r"^[^\s]+$"},
+            "value": SCALAR,
+            "quality": {"type": "string", "enum": list(QUALITIES), "default": "good"},
+            "ts": {"type": "number", "description": "Seconds since the epoch (default: when the server received it)."},
+        },
+        "required": ["name", "value"],
+        "additionalProperties": False,
+    },
+    "PointBatch": {
+        "type": "object",
+        "properties": {"updates": {"type": "array", "items": _ref("PointUpdate"), "minItems": 1, "maxItems": MAX_BATCH}},
+        "required": ["updates"],
+        "additionalProperties": False,
+    },
+    "Point": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "value": SCALAR,
+            "quality": {"type": "string", "enum": list(QUALITIES)},
+            "timestamp": {"type": "number"},
+            "source": {"type": "string"},
+            "desired": {"type": ["object", "null"], "description": "The operator write still being driven to the device."},
+        },
+    },
+    "AlarmAction": {
+        "type": "object",
+        "properties": {
+            "user": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH, "pattern": r"^[^\s]+$", "default": "api"},
+            "comment": {"type": "string", "maxLength": 1000},
+            "minutes": {"type": "number", "exclusiveMinimum": 0, "maximum": 60 * 24 * 30, "description": "Shelve for this long."},
+        },
+        "additionalProperties": False,
+    },
+    "Transfer": {
+        "type": "object",
+        "properties": {
+            "to": {"type": "string", "description": "The server to hand the active role to.", "examples": ["backup"]},
+            "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 60, "description": "Seconds to wait (default: the cluster's)."},
+        },
+        "required": ["to"],
+    },
+    "Error": {
+        "type": "object",
+        "properties": {
+            "error": {"type": "string"},
+            "field": {"type": "string"},
+            "problems": {"type": "array", "items": {"type": "string"}},
+            "active": {"type": ["string", "null"]},
+            "active_api": {"type": ["string", "null"]},
+        },
+        "required": ["error"],
+    },
+}
+
+
+def _building_schemas(plugins: PluginSet) -> dict[str, Any]:
+    """The building's JSON schemas from its pydantic models: the base sections plus one per loaded function."""
+    sections = {
+        kind: (list[create_model(spec.model.__name__, __base__=spec.model, name=(Name, ...))], [])  # type: ignore[valid-type]
+        for kind, spec in sorted(plugins.functions.items())
+    }
+    model = create_model("BuildingConfig", __base__=Building, **sections)  # type: ignore[call-overload]
+    schema = model.model_json_schema(ref_template=SCHEMAS + "{model}")
+    return {**schema.pop("$defs", {}), "BuildingConfig": schema}
+
+
+def document(app: web.Application) -> dict[str, Any]:
+    """The OpenAPI document of the routes `app` registers (HEAD aside); a route without an entry in OPERATIONS is left out
+    with a warning (and fails tests/test_openapi.py)."""
+    paths: dict[str, dict[str, Any]] = {}
+    for route in app.router.routes():
+        if route.method == "HEAD":
+            continue
+        key = (route.method, route.resource.canonical)
+        if key not in OPERATIONS:
+            logger.warning("route %s %s is not described in webmanager/openapi.py", *key)
+            continue
+        paths.setdefault(key[1], {})[key[0].lower()] = OPERATIONS[key]
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Tandem node API", "version": "1", "description": "A Tandem BMS server's (or the witness's) HTTP API."},
+        "paths": paths,
+        "components": {
+            "schemas": {**BODIES, **_building_schemas(app[PLUGINS])},
+            "responses": {name: {"description": text, "content": _json(_ref("Error"))} for name, text in ERRORS.values()},
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearerAuth": []}],
+    }
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(request.app[DOCUMENT])
+
+
+async def _build(app: web.Application) -> None:
+    app[DOCUMENT] = document(app)  # at startup: every module has registered its routes by then
+
+
+def add_openapi(app: web.Application) -> None:
+    """Serve GET /api/v1/openapi.json on `app`, built when it starts."""
+    app.on_startup.append(_build)
+    app.router.add_get(PATH, openapi)
