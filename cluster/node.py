@@ -101,6 +101,7 @@ class ClusterNode:
             freeze=self._freeze,
             on_restore=self._restore,
         )
+        self._raft.may_campaign = self._may_campaign()  # before the first election timeout runs out
         self._raft.addOnTickCallback(self._on_tick)
         logger.info("node %s (%s) started: raft %s, api %s", self.name, self.me.role.value, self.me.raft, self.me.api)
 
@@ -258,10 +259,16 @@ class ClusterNode:
         except Exception:
             logger.exception("role tick failed")  # never let it stop pysyncobj's tick (it would skip polling)
 
+    def _may_campaign(self) -> bool:
+        """A blocked server (loading or missing plugins) starts no election: it would only have to hand the role on.
+        The witness does, so that the cluster always finds a leader."""
+        return self.me.role is Role.WITNESS or self.blocked is None
+
     def _tick(self) -> None:
         raft = self.raft
         now = time.monotonic()
         raft.eligible = self.me.is_server and self.blocked is None
+        raft.may_campaign = self._may_campaign()
         if self._transfer is None and self._pending_transfer is not None:
             transfer, self._pending_transfer = self._pending_transfer, None
             self._begin_transfer(transfer)
@@ -385,6 +392,7 @@ class ClusterNode:
                     "connected": raft.connected(node.raft),
                     "match_index": raft.match_index(node.raft),
                     "ack_age": raft.ack_age(node.raft),
+                    "eligible": raft.peer_eligible(node.raft),  # as the peer last reported: it may become active
                 }
         lease = raft.lease_remaining()
         return {

@@ -163,6 +163,7 @@ class RaftNode(SyncObj):
         self._transfer_target: str | None = None
         self._echo: tuple[float, int] | None = None
         self.eligible = True  # may this node become active? Sent to the leader with every answer to AppendEntries
+        self.may_campaign = True  # False: this node does not start elections (a server that is blocked)
         self._peer_eligible: dict[str, bool] = {}
         self._snapshot_path = data_dir / "raft.snapshot"
         self._startup_snapshot = self._check_snapshot()
@@ -326,7 +327,8 @@ class RaftNode(SyncObj):
             and self._SyncObj__connectedToAnyone()
         ):
             self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
-            self._start_prevote()
+            if self.may_campaign:
+                self._start_prevote()
         if now >= self._next_ping:
             self._next_ping = now + self._ping_period
             self._ping_peers()

@@ -195,6 +195,7 @@ async def test_the_standby_serves_live_values_from_its_replicated_image(cluster,
 
 async def test_a_server_shutting_down_closes_its_live_connections_with_going_away(make_cluster, session):
     cluster = make_cluster(failback="manual", fsync=False)
+    await asyncio.to_thread(wait_for, cluster["backup"].view, 15, "the backup's API")
     ws = await connect(session, cluster, "backup")
     await ws.send_json({"subscribe": {"points": "*"}})
     await receive(ws, "points")

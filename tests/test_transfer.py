@@ -12,6 +12,7 @@ from conftest import tandem_cli
 def test_transfer_to_each_server_reports_the_gap(make_cluster):
     cluster = make_cluster(failback="manual", timers={"lifesign_interval": 0.01})
     assert cluster.wait_active(name="main") == "main"
+    wait_for(lambda: cluster["main"].view()["peers"]["backup"]["eligible"], 10, "the backup to load its plugins")
     for target in ("backup", "main"):
         result = tandem_cli(cluster, "transfer", "--to", target)
         assert result.returncode == 0, result.stderr
@@ -33,6 +34,7 @@ def test_transfer_to_the_witness_is_refused(make_cluster):
 def test_transfer_to_an_unreachable_node_fails_in_time_and_main_stays_active(make_cluster):
     cluster = make_cluster(timers={"lifesign_interval": 0.01})
     assert cluster.wait_active(name="main") == "main"
+    wait_for(lambda: cluster["main"].view()["peers"]["backup"]["eligible"], 10, "the backup to load its plugins (a blocked one is refused)")
     cluster["backup"].kill()
     started = time.monotonic()
     result = tandem_cli(cluster, "transfer", "--to", "backup", "--timeout", "1")
