@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import ssl
 import tomllib
 from enum import Enum
 from pathlib import Path
@@ -75,6 +76,18 @@ class NodeConfig(_Strict):
     def url(self) -> str:
         """The base URL of the node's API: https when it has a certificate."""
         return f"{'https' if self.tls_cert else 'http'}://{self.api}"
+
+    def client_ssl(self) -> ssl.SSLContext | None:
+        """For clients of a node with TLS: a context trusting its certificate (self-signed or a CA's chain); else None."""
+        return ssl.create_default_context(cafile=self.tls_cert) if self.tls_cert else None
+
+    def server_ssl(self) -> ssl.SSLContext | None:
+        """The node's own HTTPS context, or None without TLS."""
+        if self.tls_cert is None or self.tls_key is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.tls_cert, self.tls_key)
+        return context
 
     @property
     def is_server(self) -> bool:

@@ -17,7 +17,7 @@ import aiohttp
 from aiohttp import web
 
 from cluster.commands import CommandError, PointUpdate, UpdatePoints, WritePoint
-from cluster.config import Role
+from cluster.config import NodeConfig, Role
 from cluster.node import ClusterNode, TransferFailed
 from cluster.status import compose_status
 from plugins.alarms import AlarmError, alarm_list, notifier_progress, operator_step
@@ -56,15 +56,15 @@ async def cluster_status(request: web.Request) -> web.Response:
     session = request.app[PEER_SESSION]
     headers = {"Authorization": f"Bearer {node.config.api_token}"}
 
-    async def fetch(api: str) -> dict[str, Any] | None:
+    async def fetch(peer: NodeConfig) -> dict[str, Any] | None:
         try:
-            async with session.get(f"http://{api}/api/v1/node", headers=headers) as response:
+            async with session.get(f"{peer.url}/api/v1/node", headers=headers, ssl=peer.client_ssl() or True) as response:
                 return await response.json() if response.status == 200 else None
         except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError):
             return None
 
     others = [n for n in node.config.cluster.nodes if n.name != node.name]
-    answers = await asyncio.gather(*(fetch(n.api) for n in others))
+    answers = await asyncio.gather(*(fetch(n) for n in others))
     views = {n.name: answer for n, answer in zip(others, answers)}
     views[node.name] = node.local_status()
     return web.json_response(compose_status(node.config, views))

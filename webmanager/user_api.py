@@ -22,6 +22,7 @@ from .sessions import CSRF_COOKIE
 
 logger = logging.getLogger(__name__)
 
+PASSWORD_LINE = "initial admin password: "  # printed once per cluster, on the stdout of the server that created the admin
 RESERVED_NAMES = frozenset({CLUSTER_USER, users.SYSTEM_USER})
 
 
@@ -107,7 +108,7 @@ async def create_first_admin(node: ClusterNode) -> None:
         return
     if isinstance(result, Rejected):
         return  # another server created it first
-    print(f"initial admin password: {password}", flush=True)  # stdout only, once: it is never logged
+    print(f"{PASSWORD_LINE}{password}", flush=True)  # stdout only, once: it is never logged
     logger.info("created user %s with a one-time password (printed on stdout); log in and change it", users.FIRST_ADMIN)
 
 

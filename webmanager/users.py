@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -26,7 +27,12 @@ MAX_PASSWORD = 1024
 MAX_TOKENS = 20  # API tokens per user
 
 _hasher = PasswordHasher()
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe())  # verified against for unknown users, so their answer takes as long
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against for unknown users, so that their answer takes as long as a known user's."""
+    return _hasher.hash(secrets.token_urlsafe())
 
 
 class Role(IntEnum):
@@ -85,7 +91,7 @@ def verify_password(user: User | None, password: str) -> bool:
     """Whether `password` is `user`'s (slow, argon2: call it in a thread); an unknown user costs as much as a known one."""
     stored = user.password if user is not None else None
     try:
-        _hasher.verify(stored or _DUMMY_HASH, password)
+        _hasher.verify(stored or _dummy_hash(), password)
     except (VerificationError, InvalidHashError):
         return False
     return stored is not None
