@@ -18,7 +18,7 @@ from . import users
 from .appkeys import NODE
 from .auth import CLUSTER_USER, identity
 from .replies import commit, error, json_body, not_active
-from .sessions import CSRF_COOKIE
+from .sessions import CSRF_COOKIE, hashing
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ async def put_user(request: web.Request) -> web.Response:
         return error(400, str(exc))
     if not node.is_active():
         return not_active(node)
-    hashed = await asyncio.to_thread(users.hash_password, password) if password is not None else None
+    hashed = await hashing(request.app, users.hash_password, password) if password is not None else None
     try:
         command = users.put_user(node.image, name, role, hashed, identity(request).name)
     except ValueError as exc:  # a bad name (CommandError), or a new user without a role
@@ -95,9 +95,9 @@ async def new_token(request: web.Request) -> web.Response:
     return web.json_response({"user": name, "token": token}, status=201)
 
 
-async def create_first_admin(node: ClusterNode) -> None:
+async def create_first_admin(app: web.Application, node: ClusterNode) -> None:
     """On becoming active with no users: commit `admin` with a random password and print it, once per cluster."""
-    planned = await asyncio.to_thread(users.first_admin, node.image)
+    planned = await hashing(app, users.first_admin, node.image)
     if planned is None:
         return
     command, password = planned
@@ -117,7 +117,7 @@ def _first_admin_on_activation(node: ClusterNode) -> Any:
         loop, tasks = asyncio.get_running_loop(), set()
 
         def start() -> None:
-            task = loop.create_task(create_first_admin(node), name="first admin")
+            task = loop.create_task(create_first_admin(app, node), name="first admin")
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
