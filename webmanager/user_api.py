@@ -95,46 +95,51 @@ async def new_token(request: web.Request) -> web.Response:
     return web.json_response({"user": name, "token": token}, status=201)
 
 
-async def create_first_admin(app: web.Application, node: ClusterNode) -> None:
-    """On becoming active with no users: commit `admin` with a random password and print it, once per cluster."""
-    planned = await hashing(app, users.first_admin, node.image)
-    if planned is None:
-        return
-    command, password = planned
-    try:
-        result = await node.submit(command)
-    except (NotActive, ProposalFailed) as exc:
-        logger.warning("the first admin user was not created (%s); it will be when a server next becomes active", exc)
-        return
-    if isinstance(result, Rejected):
-        return  # another server created it first
-    print(f"{PASSWORD_LINE}{password}", flush=True)  # stdout only, once: it is never logged
-    logger.info("created user %s with a one-time password (printed on stdout); log in and change it", users.FIRST_ADMIN)
+class FirstAdmin:
+    """Creates `admin` with a one-time password when this server becomes active and there are no users, and prints the
+    password on stdout (never to the log). The password is hashed when the app starts, so activation costs no hashing."""
 
+    def __init__(self, node: ClusterNode) -> None:
+        self.node = node
+        self.password = users.one_time_password()
+        self.hashed: asyncio.Future[str] | None = None
+        self.tasks: set[asyncio.Task] = set()
 
-def _first_admin_on_activation(node: ClusterNode) -> Any:
-    async def run(app: web.Application) -> AsyncIterator[None]:
-        loop, tasks = asyncio.get_running_loop(), set()
+    def on_role(self, event: RoleEvent) -> None:  # the Raft thread
+        if event.node == self.node.name and event.role == "active" and self.hashed is not None:
+            self.hashed.get_loop().call_soon_threadsafe(self.start)
 
-        def start() -> None:
-            task = loop.create_task(create_first_admin(app, node), name="first admin")
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+    def start(self) -> None:
+        task = asyncio.create_task(self.create(), name="first admin")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
-        def on_role(event: RoleEvent) -> None:
-            if event.node == node.name and event.role == "active":
-                loop.call_soon_threadsafe(start)
+    async def create(self) -> None:
+        assert self.hashed is not None
+        command = users.first_admin(self.node.image, await self.hashed)
+        if command is None:
+            return
+        try:
+            result = await self.node.submit(command)
+        except (NotActive, ProposalFailed) as exc:
+            logger.warning("the first admin user was not created (%s); it will be when a server next becomes active", exc)
+            return
+        if isinstance(result, Rejected):
+            return  # another server (or an earlier activation of this one) created it first
+        print(f"{PASSWORD_LINE}{self.password}", flush=True)
+        logger.info("created user %s with a one-time password (printed on stdout); log in and change it", users.FIRST_ADMIN)
 
-        unsubscribe = node.on_role(on_role)
-        if node.is_active():
-            start()
+    async def run(self, app: web.Application) -> AsyncIterator[None]:
+        """The app's cleanup context: hash the password, then watch for activations until the app stops."""
+        self.hashed = asyncio.ensure_future(hashing(app, users.hash_password, self.password))
+        unsubscribe = self.node.on_role(self.on_role)
+        if self.node.is_active():
+            self.start()
         yield
         unsubscribe()
-        for task in list(tasks):
+        for task in (*self.tasks, self.hashed):
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    return run
+        await asyncio.gather(*self.tasks, self.hashed, return_exceptions=True)
 
 
 def install(app: web.Application, node: ClusterNode) -> None:
@@ -144,4 +149,4 @@ def install(app: web.Application, node: ClusterNode) -> None:
     app.router.add_put("/api/v1/users/{name}", put_user)
     app.router.add_delete("/api/v1/users/{name}", delete_user)
     app.router.add_post("/api/v1/users/{name}/tokens", new_token)
-    app.cleanup_ctx.append(_first_admin_on_activation(node))
+    app.cleanup_ctx.append(FirstAdmin(node).run)

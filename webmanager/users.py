@@ -26,7 +26,7 @@ MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
 MAX_TOKENS = 20  # API tokens per user
 
-_hasher = PasswordHasher(parallelism=1)  # RFC 9106 low-memory profile (64 MiB, 3 passes) on one thread: see sessions.HASHING
+_hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)  # argon2id, OWASP's 19 MiB / 2 passes / 1 lane
 
 
 @functools.cache
@@ -157,11 +157,14 @@ def delete_user(image: ProcessImage, name: str, acting: str) -> DeleteDocument:
     return DeleteDocument(KIND, name, acting, time.time(), expected_version=current.version)
 
 
-def first_admin(image: ProcessImage) -> tuple[PutDocument, str] | None:
-    """While there are no users: the command creating `admin` with a random one-time password, and that password; None
-    once users exist. The command only creates (expected version 0): of two planned before either applied, one applies."""
+def one_time_password() -> str:
+    return secrets.token_urlsafe(12)
+
+
+def first_admin(image: ProcessImage, password_hash: str) -> PutDocument | None:
+    """While there are no users: the command creating `admin` with the (one-time) password hashed as given; None once
+    users exist. It only creates (expected version 0): of two planned before either applied, one applies."""
     if image.documents.get(KIND):
         return None
-    password = secrets.token_urlsafe(12)
-    body = {"role": Role.admin.name, "password": hash_password(password), "tokens": {}}
-    return PutDocument(KIND, FIRST_ADMIN, body, SYSTEM_USER, time.time(), expected_version=0), password
+    body = {"role": Role.admin.name, "password": password_hash, "tokens": {}}
+    return PutDocument(KIND, FIRST_ADMIN, body, SYSTEM_USER, time.time(), expected_version=0)
