@@ -116,7 +116,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "points",
         {101: {"description": "Switching to the WebSocket protocol."}},
         (400,),
-        [_param("token", "query", {"type": "string"}, "The bearer token, for browsers (they cannot set headers on a WebSocket).")],
+        [_param("token", "query", {"type": "string"}, "A bearer token (the cluster's or a user's), for clients that cannot set headers on a WebSocket.")],
     ),
     ("GET", "/api/v1/audit"): _op(
         "The audit trail, oldest first: configuration changes, user changes, operator writes and actions, with user and time",
