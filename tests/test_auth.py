@@ -94,6 +94,15 @@ def new_token(cluster: LocalCluster, name: str) -> str:
     return answer["token"]
 
 
+def initial_password(cluster: LocalCluster) -> str:
+    """The first admin's one-time password, printed by whichever server created it."""
+    def printed() -> str | None:
+        lines = [line for node in cluster.nodes for line in cluster.log(node).splitlines() if line.startswith(PASSWORD_LINE)]
+        return lines[0][len(PASSWORD_LINE):].strip() if lines else None
+
+    return wait_for(printed, 15, "a server to print the first admin's password")
+
+
 def apply_building(cluster: LocalCluster) -> None:
     """Apply BUILDING on main, retrying while a start-up hand-over briefly makes it standby (409)."""
     wait_for(lambda: admin(cluster, "POST", "/api/v1/config", BUILDING)[0] == 200, 10, "main to apply the building")
@@ -273,10 +282,7 @@ def test_the_cli_manages_users(cluster):
 def test_a_session_from_main_works_on_the_backup_after_a_failover(make_cluster):
     cluster = make_cluster()
     cluster.wait_active(name="main")
-    password = wait_for(
-        lambda: next((line.split(PASSWORD_LINE)[1].strip() for line in cluster.log("main").splitlines() if PASSWORD_LINE in line), None),
-        15, "main to print the first admin's password",
-    )
+    password = initial_password(cluster)
     session = login(cluster, "main", "admin", password)
     apply_building(cluster)
     replicated(cluster)
@@ -319,7 +325,7 @@ def test_with_tls_the_api_speaks_https_and_the_session_cookie_is_secure(tmp_path
     cluster.start()
     try:
         cluster.wait_active(name="main")  # the node views travel over https, trusting the node's certificate
-        password = wait_for(lambda: next((line.split(PASSWORD_LINE)[1].strip() for line in cluster.log("main").splitlines() if PASSWORD_LINE in line), None), 15, "the password")
+        password = initial_password(cluster)
         host, port = cluster["main"].spec.api.rsplit(":", 1)
         connection = http.client.HTTPSConnection(host, int(port), timeout=10, context=ssl.create_default_context(cafile=cert))
         connection.request("POST", "/api/v1/login", json.dumps({"user": "admin", "password": password}), {"Content-Type": "application/json"})
