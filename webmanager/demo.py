@@ -55,7 +55,12 @@ def run_demo(config: TandemConfig, args: argparse.Namespace) -> int:
             print(f"no node became active within {START_TIMEOUT:.0f} s; logs are in {workdir}")
             return 1
         building = tomllib.loads(DEMO_BUILDING.read_text())
-        code, answer = call_api(cluster.config, cluster[active].spec.api, "POST", "/api/v1/config", building)
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:  # retried while the active role settles (a start-up hand-over or a lease lapsing under load answers 409)
+            code, answer = call_api(cluster.config, cluster[cluster.active() or active].spec.api, "POST", "/api/v1/config", building)
+            if code != 409 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         if code != 200:
             print(f"applying {DEMO_BUILDING} failed: {answer}")
             return 1
