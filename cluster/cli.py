@@ -1,4 +1,4 @@
-"""The `tandem` client commands (status, get, put, transfer, config, alarms, schedules, logic, trend, token) speaking to the nodes' HTTP API."""
+"""The `tandem` client commands (status, get, put, transfer, config, alarms, schedules, logic, trend, token, user) speaking to the nodes' HTTP API."""
 
 from __future__ import annotations
 
@@ -35,14 +35,16 @@ class CliError(Exception):
 
 def call_api(config: TandemConfig, api: str, method: str, path: str, body: Any = None, timeout: float = HTTP_TIMEOUT) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body, default=_iso).encode()
+    node = next((node for node in config.cluster.nodes if node.api == api), None)
+    context = node.client_ssl() if node is not None else None
     request = urllib.request.Request(
-        f"http://{api}{path}",
+        node.url + path if node is not None else f"http://{api}{path}",
         data=data,
         method=method,
         headers={"Authorization": f"Bearer {config.api_token}", "Content-Type": "application/json"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             body = response.read()
             return response.status, body.decode() if response.headers.get_content_type() == "text/csv" else json.loads(body)
     except urllib.error.HTTPError as exc:
@@ -322,6 +324,55 @@ def cmd_token(config: TandemConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _new_password(args: argparse.Namespace) -> str:
+    """The password for `user add`/`user passwd`: the first line of stdin (--password-stdin) or typed twice."""
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    password = getpass.getpass(f"password for {args.name}: ")
+    if getpass.getpass("again: ") != password:
+        raise CliError("the passwords differ", code=2)
+    return password
+
+
+def cmd_user(config: TandemConfig, args: argparse.Namespace) -> int:
+    path = f"/api/v1/users/{urllib.request.quote(args.name or '', safe='')}"
+    if args.action == "list":
+        code, answer = _any_node(config, "GET", "/api/v1/users", servers_only=True)
+        _fail_on_error(code, answer)
+        table = Table(title=f"{len(answer['users'])} user(s)")
+        for column in ("user", "role", "password", "tokens", "changed by", "changed"):
+            table.add_column(column)
+        for user in answer["users"]:
+            tokens = ", ".join(token["id"] for token in user["tokens"]) or "-"
+            table.add_row(user["name"], user["role"], "set" if user["password_set"] else "-", tokens, user["updated_by"], _clock(user["updated_ts"]))
+        Console().print(table)
+        return 0
+    if args.name is None:
+        raise CliError(f"user {args.action} needs the user's NAME", code=2)
+    if args.action == "add" and args.role is None:
+        raise CliError("user add needs --role (viewer, operator, engineer or admin)", code=2)
+    if args.action in ("add", "passwd"):
+        body = {"password": _new_password(args), **({"role": args.role} if args.role else {})}
+        code, answer = _through_active(config, "PUT", path, body)
+        _fail_on_error(code, answer)
+        print(f"user {answer['name']}: role {answer['role']}, password {'set' if answer['password_set'] else 'not set'}")
+    elif args.action == "role":
+        if args.role is None:
+            raise CliError("user role needs --role", code=2)
+        code, answer = _through_active(config, "PUT", path, {"role": args.role})
+        _fail_on_error(code, answer)
+        print(f"user {answer['name']}: role {answer['role']}")
+    elif args.action == "delete":
+        code, answer = _through_active(config, "DELETE", path)
+        _fail_on_error(code, answer)
+        print(f"user {answer['deleted']} deleted")
+    else:  # token
+        code, answer = _through_active(config, "POST", f"{path}/tokens")
+        _fail_on_error(code, answer)
+        print(answer["token"])
+    return 0
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, Any]:
     parser = argparse.ArgumentParser(prog="tandem", description="Tandem hot-standby BMS cluster")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -370,7 +421,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, Any]:
     output = trend.add_mutually_exclusive_group()
     output.add_argument("--csv", action="store_true", help="print CSV")
     output.add_argument("--json", action="store_true", help="print JSON")
-    add("token", cmd_token, "print the API bearer token for scripts")
+    add("token", cmd_token, "print the cluster's API bearer token (role admin) for scripts")
+    user = add("user", cmd_user, "manage Web Manager users: add, passwd, role, delete, list, token (prints a new API token once)")
+    user.add_argument("action", choices=["add", "passwd", "role", "delete", "list", "token"])
+    user.add_argument("name", nargs="?", metavar="NAME")
+    user.add_argument("--role", choices=["viewer", "operator", "engineer", "admin"], help="for add (required) and role")
+    user.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin instead of prompting")
     return parser, add
 
 

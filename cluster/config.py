@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import ssl
 import tomllib
 from enum import Enum
 from pathlib import Path
@@ -62,6 +63,31 @@ class NodeConfig(_Strict):
     raft: Address
     api: Address
     data_dir: Path
+    tls_cert: Path | None = None  # PEM certificate (chain) for HTTPS on `api`; with tls_key
+    tls_key: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> NodeConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("set both tls_cert and tls_key, or neither")
+        return self
+
+    @property
+    def url(self) -> str:
+        """The base URL of the node's API: https when it has a certificate."""
+        return f"{'https' if self.tls_cert else 'http'}://{self.api}"
+
+    def client_ssl(self) -> ssl.SSLContext | None:
+        """For clients of a node with TLS: a context trusting its certificate (self-signed or a CA's chain); else None."""
+        return ssl.create_default_context(cafile=self.tls_cert) if self.tls_cert else None
+
+    def server_ssl(self) -> ssl.SSLContext | None:
+        """The node's own HTTPS context, or None without TLS."""
+        if self.tls_cert is None or self.tls_key is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.tls_cert, self.tls_key)
+        return context
 
     @property
     def is_server(self) -> bool:
@@ -160,6 +186,11 @@ class TandemConfig(_Strict):
         return hmac.new(self.secret.encode(), b"tandem api token v1", hashlib.sha256).hexdigest()
 
     @property
+    def session_key(self) -> bytes:
+        """Key signing the Web Manager's session cookies, derived from the cluster secret (every server accepts them)."""
+        return hmac.new(self.secret.encode(), b"tandem session key v1", hashlib.sha256).digest()
+
+    @property
     def raft_password(self) -> str:
         """Password for pysyncobj's encrypted sync link, derived from the cluster secret."""
         return hmac.new(self.secret.encode(), b"tandem raft link v1", hashlib.sha256).hexdigest()
@@ -195,7 +226,10 @@ def load_config(path: str | Path) -> TandemConfig:
         lines = [f"{path}: cluster.{_location(e)}: {e['msg']}" for e in exc.errors()]
         raise ConfigError("\n".join(lines).replace("cluster.(top level)", "[cluster]")) from None
     base = path.resolve().parent
-    nodes = [node.model_copy(update={"data_dir": base / node.data_dir}) for node in section.nodes]
+    nodes = [
+        node.model_copy(update={key: base / getattr(node, key) for key in ("data_dir", "tls_cert", "tls_key") if getattr(node, key) is not None})
+        for node in section.nodes
+    ]
     section = section.model_copy(update={"nodes": nodes})
     secret = section.secret
     if secret is None:

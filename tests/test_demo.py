@@ -50,7 +50,7 @@ def test_demo_runs_the_building_and_stops_cleanly(tmp_path):
     )
     try:
         intro = read_until(demo, "Stop with Ctrl-C", 60)
-        assert "demo-building.toml (applied)" in intro
+        assert "demo-building.toml (applied)" in intro and "log in as admin with the one-time password: " in intro
         config = next(line.split("=", 1)[1].strip() for line in intro.splitlines() if "export TANDEM_CONFIG=" in line)
         first = wait_for(lambda: good_value(config, "ahu1.supply_temp"), 20, "a good supply temperature from the simulated AHU")
         assert 20.0 <= first <= 26.0

@@ -67,7 +67,7 @@ async def test_document_is_served_with_the_token_only(apps, aiohttp_client):
     assert response.status == 200
     served = await response.json()
     assert served == json.loads(json.dumps(document(app)))
-    assert served["openapi"].startswith("3.1") and served["security"] == [{"bearerAuth": []}]
+    assert served["openapi"].startswith("3.1") and served["security"] == [{"bearerAuth": []}, {"cookieAuth": []}]
     assert set(served["components"]["securitySchemes"]["bearerAuth"].items()) == {("type", "http"), ("scheme", "bearer")}
 
 

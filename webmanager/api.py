@@ -1,16 +1,15 @@
-"""The HTTP API of a node (aiohttp): status, points, configuration, the BMS functions and transfer, bearer-token authenticated."""
+"""The HTTP API of a node (aiohttp): status, points, configuration, the BMS functions, audit and transfer; auth in webmanager/auth.py."""
 
 from __future__ import annotations
 
 import asyncio
 import csv
-import hmac
 import io
 import json
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -18,11 +17,8 @@ import aiohttp
 from aiohttp import web
 
 from cluster.commands import CommandError, PointUpdate, UpdatePoints, WritePoint
-from cluster.config import Role
-from cluster.guard import NotActive
+from cluster.config import NodeConfig, Role
 from cluster.node import ClusterNode, TransferFailed
-from cluster.raft import ProposalFailed
-from cluster.state import Rejected
 from cluster.status import compose_status
 from plugins.alarms import AlarmError, alarm_list, notifier_progress, operator_step
 from plugins.building import BuildingError, export, plan, validate_building
@@ -33,62 +29,22 @@ from plugins.trend_store import TrendStore
 from plugins.trends import FUNCTION as TRENDS_FUNCTION
 from plugins.trends import find_trend, trend_list
 
-from . import live
+from . import live, sessions, user_api
+from .auth import authenticate, identity
 from .appkeys import MAX_BATCH, MAX_BODY, MAX_BUCKETS, MAX_SAMPLES, NODE, PEER_SESSION, PLUGINS, TRENDS
 from .metrics import add_metrics
 from .openapi import add_openapi
+from .replies import commit, error, json_body, not_active
 
 logger = logging.getLogger(__name__)
 
 PEER_TIMEOUT = 0.5
 
 
-def _error(status: int, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": message, **extra}, status=status)
-
-
-@web.middleware
-async def _authenticate(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-    expected = f"Bearer {request.app[NODE].config.api_token}"
-    if not hmac.compare_digest(live.credentials(request), expected):
-        return _error(401, "missing or wrong bearer token (see `tandem token`)")
-    return await handler(request)
-
-
 async def _peer_session(app: web.Application) -> AsyncIterator[None]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT)) as session:
         app[PEER_SESSION] = session
         yield
-
-
-def _not_active(node: ClusterNode) -> web.Response:
-    active = node.active_node()
-    return _error(
-        409,
-        f"{node.name} is not the active server",
-        active=active.name if active else None,
-        active_api=active.api if active else None,
-    )
-
-
-async def _json_body(request: web.Request, example: str) -> Any:
-    """The request's JSON body, or a 400 response that shows an `example` of what is expected."""
-    try:
-        return await request.json()
-    except (ValueError, LookupError):  # not JSON, not UTF-8 (UnicodeDecodeError), or an unknown charset
-        return _error(400, f"body must be JSON like {example}")
-
-
-async def _commit(node: ClusterNode, command: Any, rejected: str = "{reason}") -> Any:
-    """Commit a command through the log and return apply's result, or the error response: 409 on a standby or when
-    apply rejected it (`rejected` formats the reason), 503 if not committed."""
-    try:
-        result = await node.submit(command)
-    except NotActive:
-        return _not_active(node)
-    except ProposalFailed as exc:
-        return _error(503, str(exc))
-    return _error(409, rejected.format(reason=result.reason)) if isinstance(result, Rejected) else result
 
 
 async def node_view(request: web.Request) -> web.Response:
@@ -100,15 +56,15 @@ async def cluster_status(request: web.Request) -> web.Response:
     session = request.app[PEER_SESSION]
     headers = {"Authorization": f"Bearer {node.config.api_token}"}
 
-    async def fetch(api: str) -> dict[str, Any] | None:
+    async def fetch(peer: NodeConfig) -> dict[str, Any] | None:
         try:
-            async with session.get(f"http://{api}/api/v1/node", headers=headers) as response:
+            async with session.get(f"{peer.url}/api/v1/node", headers=headers, ssl=peer.client_ssl() or True) as response:
                 return await response.json() if response.status == 200 else None
         except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError):
             return None
 
     others = [n for n in node.config.cluster.nodes if n.name != node.name]
-    answers = await asyncio.gather(*(fetch(n.api) for n in others))
+    answers = await asyncio.gather(*(fetch(n) for n in others))
     views = {n.name: answer for n, answer in zip(others, answers)}
     views[node.name] = node.local_status()
     return web.json_response(compose_status(node.config, views))
@@ -126,28 +82,28 @@ async def get_point(request: web.Request) -> web.Response:
     if request.query.get("consistent") in ("1", "true"):
         raft = node.raft
         if not node.is_active():
-            return _not_active(node)
+            return not_active(node)
         if raft.raftLastApplied < raft.raftCommitIndex:
-            return _error(503, "the active server is still applying committed entries; retry")
+            return error(503, "the active server is still applying committed entries; retry")
     point = node.image.points.get(name)
     if point is None:
-        return _error(404, f"no point named {name!r}")
+        return error(404, f"no point named {name!r}")
     return web.json_response(_point_json(name, point, node.image.desired.get(name)))
 
 
 async def put_point(request: web.Request) -> web.Response:
     node = request.app[NODE]
     name = request.match_info["name"]
-    body = await _json_body(request, '{"value": 21.5}')
+    body = await json_body(request, '{"value": 21.5}')
     if isinstance(body, web.Response):
         return body
     if not isinstance(body, dict) or set(body) != {"value"}:
-        return _error(400, "body must be an object with exactly one key, 'value'")
+        return error(400, "body must be an object with exactly one key, 'value'")
     try:
-        command = WritePoint(name=name, value=body["value"], user="api", ts=time.time())
+        command = WritePoint(name=name, value=body["value"], user=identity(request).name, ts=time.time())
     except CommandError as exc:
-        return _error(400, str(exc))
-    result = await _commit(node, command)
+        return error(400, str(exc))
+    result = await commit(node, command)
     if isinstance(result, web.Response):
         return result
     if result is None:  # a virtual point: set at once
@@ -179,14 +135,14 @@ _UPDATE_KEYS = frozenset({"name", "value", "quality", "ts"})
 async def post_points(request: web.Request) -> web.Response:
     """Report a batch of field values (gateways, integrations): one log entry, quality "good" unless given."""
     node = request.app[NODE]
-    body = await _json_body(request, '{"updates": [{"name": "ahu1.temp", "value": 21.5}]}')
+    body = await json_body(request, '{"updates": [{"name": "ahu1.temp", "value": 21.5}]}')
     if isinstance(body, web.Response):
         return body
     try:
         command = _point_updates(body, time.time(), "api")
     except CommandError as exc:
-        return _error(400, str(exc), field=exc.field)
-    result = await _commit(node, command)
+        return error(400, str(exc), field=exc.field)
+    result = await commit(node, command)
     if isinstance(result, web.Response):
         return result
     return web.json_response({"accepted": len(command.updates)})
@@ -199,19 +155,19 @@ async def get_config(request: web.Request) -> web.Response:
 async def post_config(request: web.Request) -> web.Response:
     """Apply a building configuration (devices and points): validated, then committed as one entry."""
     node = request.app[NODE]
-    body = await _json_body(request, '{"devices": [...], "points": [...]}')
+    body = await json_body(request, '{"devices": [...], "points": [...]}')
     if isinstance(body, web.Response):
         return body
     if not node.is_active():
-        return _not_active(node)
+        return not_active(node)
     try:
         documents = validate_building(body, request.app[PLUGINS])
     except BuildingError as exc:
-        return _error(400, "invalid building configuration", problems=exc.problems)
-    command = plan(node.image, documents, "api")
+        return error(400, "invalid building configuration", problems=exc.problems)
+    command = plan(node.image, documents, identity(request).name)
     if command is None:
         return web.json_response({"changed": 0})
-    result = await _commit(node, command, "the configuration changed meanwhile ({reason}); apply again")
+    result = await commit(node, command, "the configuration changed meanwhile ({reason}); apply again")
     if isinstance(result, web.Response):
         return result
     return web.json_response({"changed": len(command.changes)})
@@ -226,42 +182,63 @@ async def get_alarm_journal(request: web.Request) -> web.Response:
     return _journal(request, "alarms")
 
 
-def _journal(request: web.Request, function: str) -> web.Response:
-    """A function's journal entries after seq `after` (default 0), oldest first, at most `limit` (default 1000)."""
+def _page(request: web.Request) -> tuple[int, int] | web.Response:
+    """The `after` (default 0) and `limit` (default 1000) query parameters of a journal or the audit trail, or a 400."""
     try:
         after, limit = int(request.query.get("after", 0)), int(request.query.get("limit", 1000))
     except ValueError:
-        return _error(400, "'after' and 'limit' must be integers")
+        return error(400, "'after' and 'limit' must be integers")
     if not 0 < limit <= 10_000:
-        return _error(400, "'limit' must be 1 to 10000")
+        return error(400, "'limit' must be 1 to 10000")
+    return after, limit
+
+
+def _journal(request: web.Request, function: str) -> web.Response:
+    """A function's journal entries after seq `after`, oldest first, at most `limit`."""
+    page = _page(request)
+    if isinstance(page, web.Response):
+        return page
     journal = tuple(request.app[NODE].image.journals.get(function, ()))
-    entries = [{"seq": seq, "ts": ts, **entry} for seq, ts, entry in journal if seq > after][:limit]
+    entries = [{"seq": seq, "ts": ts, **entry} for seq, ts, entry in journal if seq > page[0]][: page[1]]
     return web.json_response({"entries": entries})
+
+
+async def get_audit(request: web.Request) -> web.Response:
+    """The audit trail after seq `after`, oldest first, at most `limit`: who changed what (configuration, users, operator
+    writes and actions) and when."""
+    page = _page(request)
+    if isinstance(page, web.Response):
+        return page
+    trail = tuple(request.app[NODE].image.audit)
+    return web.json_response({"entries": [entry._asdict() for entry in trail if entry.seq > page[0]][: page[1]]})
 
 
 async def alarm_action(request: web.Request) -> web.Response:
     """Acknowledge, shelve ({"minutes": ...}) or unshelve an alarm, with an optional comment."""
     node = request.app[NODE]
-    body = await _json_body(request, '{"user": "alice", "comment": "checked on site", "minutes": 60}')
+    body = await json_body(request, '{"user": "alice", "comment": "checked on site", "minutes": 60}')
     if isinstance(body, web.Response):
         return body
     if not isinstance(body, dict) or not set(body) <= {"user", "comment", "minutes"}:
-        return _error(400, "body must be an object with optional 'user', 'comment' and (to shelve) 'minutes'")
-    user, comment, minutes = body.get("user", "api"), body.get("comment", ""), body.get("minutes")
+        return error(400, "body must be an object with optional 'user', 'comment' and (to shelve) 'minutes'")
+    caller = identity(request)
+    user, comment, minutes = body.get("user", caller.name), body.get("comment", ""), body.get("minutes")
+    if user != caller.name and caller.via != "cluster":
+        return error(403, f"'user' must be you ({caller.name}); only the cluster token acts for others")
     if not isinstance(comment, str) or len(comment) > 1000:
-        return _error(400, "'comment' must be a string of at most 1000 characters")
+        return error(400, "'comment' must be a string of at most 1000 characters")
     if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not 0 < minutes <= 60 * 24 * 30):
-        return _error(400, "'minutes' must be a number from 0 to 43200 (30 days)")
+        return error(400, "'minutes' must be a number from 0 to 43200 (30 days)")
     if not node.is_active():
-        return _not_active(node)
+        return not_active(node)
     until = time.time() + minutes * 60 if minutes is not None else None
     try:
         step = operator_step(node.image, request.match_info["name"], user, request.match_info["action"], comment, until)
     except AlarmError as exc:
-        return _error(exc.status, str(exc))
+        return error(exc.status, str(exc))
     except CommandError as exc:
-        return _error(400, str(exc))
-    result = await _commit(node, step, "the alarm changed meanwhile ({reason}); look again")
+        return error(400, str(exc))
+    result = await commit(node, step, "the alarm changed meanwhile ({reason}); look again")
     if isinstance(result, web.Response):
         return result
     return web.json_response(next(a for a in alarm_list(node.image) if a["name"] == request.match_info["name"]))
@@ -310,26 +287,26 @@ async def get_trend(request: web.Request) -> web.Response:
     image, store = request.app[NODE].image, request.app[TRENDS]
     name = find_trend(image, request.match_info["name"])
     if name is None:
-        return _error(404, f"no trend named {request.match_info['name']!r}, and no point with exactly one trend of that name")
+        return error(404, f"no trend named {request.match_info['name']!r}, and no point with exactly one trend of that name")
     query = request.query
     try:
         end = _instant(query.get("to"), time.time(), "to")
         start = _instant(query.get("from"), end - 3600, "from")
     except ValueError as exc:
-        return _error(400, str(exc))
+        return error(400, str(exc))
     try:
         step = float(query["step"]) if "step" in query else None
         limit = int(query.get("limit", MAX_SAMPLES))
     except ValueError:
-        return _error(400, "'step' must be a number of seconds and 'limit' an integer")
+        return error(400, "'step' must be a number of seconds and 'limit' an integer")
     if not start < end:
-        return _error(400, "'from' must be before 'to'")
+        return error(400, "'from' must be before 'to'")
     if step is not None and not (math.isfinite(step) and step > 0 and (end - start) / step <= MAX_BUCKETS):
-        return _error(400, f"'step' must be positive and make at most {MAX_BUCKETS} buckets")
+        return error(400, f"'step' must be positive and make at most {MAX_BUCKETS} buckets")
     if not 0 < limit <= MAX_SAMPLES:
-        return _error(400, f"'limit' must be 1 to {MAX_SAMPLES}")
+        return error(400, f"'limit' must be 1 to {MAX_SAMPLES}")
     if query.get("format", "json") not in ("json", "csv"):
-        return _error(400, "'format' must be json or csv")
+        return error(400, "'format' must be json or csv")
     point = image.documents[TRENDS_FUNCTION][name].body["point"]
     if step is not None:
         buckets = await asyncio.to_thread(store.buckets, name, start, end, step)
@@ -352,9 +329,9 @@ async def get_trend_samples(request: web.Request) -> web.Response:
     try:
         after, upto = int(request.query["after"]), int(request.query["upto"])
     except (KeyError, ValueError):
-        return _error(400, "'after' and 'upto' must be integers (log positions)")
+        return error(400, "'after' and 'upto' must be integers (log positions)")
     if not all(-(2**63) <= position < 2**63 for position in (after, upto)):  # what SQLite stores
-        return _error(400, "'after' and 'upto' must be 64-bit integers")
+        return error(400, "'after' and 'upto' must be 64-bit integers")
     samples, covered = await asyncio.to_thread(request.app[TRENDS].samples_between, after, upto)
     return web.json_response({"samples": samples, "upto": covered})
 
@@ -369,28 +346,28 @@ async def get_logic_journal(request: web.Request) -> web.Response:
 
 async def transfer(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    body = await _json_body(request, '{"to": "backup"}')
+    body = await json_body(request, '{"to": "backup"}')
     if isinstance(body, web.Response):
         return body
     if not isinstance(body, dict) or not isinstance(body.get("to"), str):
-        return _error(400, "body must be an object with a string 'to' naming the target node")
+        return error(400, "body must be an object with a string 'to' naming the target node")
     timeout = body.get("timeout")
     if timeout is not None and (not isinstance(timeout, (int, float)) or not 0 < timeout <= 60):
-        return _error(400, "'timeout' must be a number of seconds from 0 to 60")
+        return error(400, "'timeout' must be a number of seconds from 0 to 60")
     if body["to"] not in {n.name for n in node.config.cluster.nodes}:
-        return _error(400, f"no node named {body['to']!r}")
+        return error(400, f"no node named {body['to']!r}")
     try:
         future = node.request_transfer(body["to"], timeout)
         result = await asyncio.wrap_future(future)
     except TransferFailed as exc:
         status = 409 if "not the active" in str(exc) else 422
-        return _error(status, str(exc), **({"active": getattr(node.active_node(), "name", None)} if status == 409 else {}))
+        return error(status, str(exc), **({"active": getattr(node.active_node(), "name", None)} if status == 409 else {}))
     return web.json_response(result)
 
 
 def create_app(node: ClusterNode, plugins: PluginSet, trends: TrendStore | None = None) -> web.Application:
     """The node's aiohttp application; the witness serves status only, a server keeping trends serves their history."""
-    app = web.Application(middlewares=[_authenticate], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[authenticate], client_max_size=MAX_BODY)
     app[NODE] = node
     app[PLUGINS] = plugins
     app.cleanup_ctx.append(_peer_session)
@@ -412,7 +389,10 @@ def create_app(node: ClusterNode, plugins: PluginSet, trends: TrendStore | None 
         app.router.add_get("/api/v1/logic/journal", get_logic_journal)
         app.router.add_get("/api/v1/schedules", get_schedules)
         app.router.add_get("/api/v1/schedules/journal", get_schedule_journal)
+        app.router.add_get("/api/v1/audit", get_audit)
         live.install(app, node)
+        sessions.install(app)
+        user_api.install(app, node)
     if trends is not None:
         app[TRENDS] = trends
         app.router.add_get("/api/v1/trends", get_trends)

@@ -11,8 +11,10 @@ from pathlib import Path
 
 from cluster.cli import call_api
 from cluster.config import TandemConfig
-from cluster.processes import LocalCluster
+from cluster.processes import LocalCluster, wait_for
 from plugins.simulator.process import SimulatorProcess
+
+from .user_api import PASSWORD_LINE
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "config" / "demo.toml"
 DEMO_BUILDING = DEMO_CONFIG.with_name("demo-building.toml")
@@ -53,11 +55,21 @@ def run_demo(config: TandemConfig, args: argparse.Namespace) -> int:
             print(f"no node became active within {START_TIMEOUT:.0f} s; logs are in {workdir}")
             return 1
         building = tomllib.loads(DEMO_BUILDING.read_text())
-        code, answer = call_api(cluster.config, cluster[active].spec.api, "POST", "/api/v1/config", building)
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:  # retried while the active role settles (a start-up hand-over or a lease lapsing under load answers 409)
+            code, answer = call_api(cluster.config, cluster[cluster.active() or active].spec.api, "POST", "/api/v1/config", building)
+            if code != 409 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         if code != 200:
             print(f"applying {DEMO_BUILDING} failed: {answer}")
             return 1
-        _print_intro(cluster, workdir, config_path, active)
+        try:
+            password = wait_for(lambda: _initial_password(cluster), START_TIMEOUT, "the first admin's one-time password")
+        except TimeoutError as exc:
+            print(f"{exc}; logs are in {workdir}")
+            return 1
+        _print_intro(cluster, workdir, config_path, active, password)
         _watch(cluster, active, args.duration)
     except KeyboardInterrupt:
         pass
@@ -70,13 +82,28 @@ def run_demo(config: TandemConfig, args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_intro(cluster: LocalCluster, workdir: Path, config_path: Path, active: str) -> None:
+def _initial_password(cluster: LocalCluster) -> str | None:
+    """The one-time password of the first admin, from the log of the server that created it."""
+    for name in cluster.nodes:
+        for line in cluster.log(name).splitlines():
+            if line.startswith(PASSWORD_LINE):
+                return line[len(PASSWORD_LINE):].strip()
+    return None
+
+
+def _print_intro(cluster: LocalCluster, workdir: Path, config_path: Path, active: str, password: str) -> None:
     print(f'Tandem demo cluster "{cluster.config.cluster.name}" is running; data and logs in {workdir}')
     for name, node in cluster.nodes.items():
-        print(f"  {name:8} {node.spec.role.value:8} raft {node.spec.raft:16} api http://{node.spec.api}  pid {node.pid}")
+        print(f"  {name:8} {node.spec.role.value:8} raft {node.spec.raft:16} api {node.spec.url}  pid {node.pid}")
     print("  simulated devices: ahu1 modbus 127.0.0.1:15020, meter1 modbus 127.0.0.1:15021, rooms bacnet 127.0.0.1:47820")
     print(f"  building: {DEMO_BUILDING} (applied)")
     print(f"active: {active}\n")
+    print("Web Manager (API):")
+    for node in cluster.nodes.values():
+        if node.spec.is_server:
+            print(f"  {node.spec.url}/api/v1/openapi.json")
+    print(f"  log in as admin with the one-time password: {password}")
+    print("  (POST /api/v1/login; or `tandem user add NAME --role operator`, `tandem user token NAME` for API tokens)\n")
     print("Try, in another terminal:")
     print(f"  export TANDEM_CONFIG={config_path}")
     print("  tandem status")

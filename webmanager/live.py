@@ -1,7 +1,8 @@
 """The live feed: WebSocket /api/v1/live streaming point values, alarm states and role changes from the replicated image.
 
-Served by every server (active and standby, never the witness); authenticated like the API, with the bearer token in
-the Authorization header or, for browsers (which cannot set headers on a WebSocket), as `?token=`. JSON text frames:
+Served by every server (active and standby, never the witness); authenticated like the API (webmanager/auth.py): a
+bearer token (the cluster's or a user's) in the Authorization header or as `?token=` (browsers cannot set headers on a
+WebSocket), or the UI's session cookie. JSON text frames:
 
 client -> server
     {"subscribe": {"points": ["a", "b"] | "*", "alarms": true | false}}   replaces the subscription (both keys optional:

@@ -64,7 +64,7 @@ def cmd_run(config: TandemConfig, args: argparse.Namespace) -> int:
         app.cleanup_ctx.append(_trend_history(node, trends))
     host, port = node.me.api.rsplit(":", 1)
     try:
-        web.run_app(app, host=host, port=int(port), print=None, access_log=None, handle_signals=True)
+        web.run_app(app, host=host, port=int(port), print=None, access_log=None, handle_signals=True, ssl_context=node.me.server_ssl())
     except OSError as exc:
         print(f"tandem run: cannot serve the API on {node.me.api}: {exc.strerror}", file=sys.stderr)
         return 2

@@ -13,6 +13,9 @@ from plugins.building import Building, Name
 from plugins.manager import PluginSet
 
 from .appkeys import MAX_BATCH, MAX_BUCKETS, MAX_SAMPLES, PLUGINS
+from .auth import required_role
+from .sessions import CSRF_HEADER, SESSION_COOKIE
+from .users import MAX_PASSWORD, MIN_PASSWORD, Role
 
 logger = logging.getLogger(__name__)
 
@@ -44,21 +47,25 @@ JOURNAL = [
     _param("after", "query", INT64, "Entries after this sequence number (default 0)."),
     _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 10_000}, "At most this many entries (default 1000)."),
 ]
-# status -> (components/responses name, description); 401 is in every operation
+USER_NAME = _param("name", "path", {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH, "pattern": r"^[^\s]+$"}, "The user's name.", example="alice")
+# status -> (components/responses name, description); 401 and 403 are in every authenticated operation
 ERRORS = {
     400: ("BadRequest", "The request is invalid; `error` says why (and `field` or `problems` where, when it can)."),
-    401: ("Unauthorized", "Missing or wrong bearer token (see `tandem token`)."),
-    404: ("NotFound", "No such point, alarm or trend."),
+    401: ("Unauthorized", "No valid credentials: a bearer token (see `tandem token`, `tandem user token`) or a session cookie (log in)."),
+    403: ("Forbidden", f"The caller's role is too low (`role` names the one needed), or a session's state change lacks its {CSRF_HEADER} header."),
+    404: ("NotFound", "No such point, alarm, trend or user."),
     409: ("Conflict", "This server is not the active one (`active`, `active_api` name it), or the state changed meanwhile."),
     422: ("Unprocessable", "The transfer was refused or did not complete in time."),
+    429: ("TooManyRequests", "Too many failed logins for this user or from this address: locked out for `Retry-After` seconds."),
     503: ("Unavailable", "The change was not committed (no quorum, or not in time), or the active server is still applying."),
 }
 
 
 def _op(summary: str, tag: str, ok: dict[str, Any], errors: tuple[int, ...] = (), params: list[dict[str, Any]] | None = None, body: str | None = None) -> dict[str, Any]:
-    """One operation: `ok` maps success status -> response; `errors` are the error statuses it answers besides 401."""
+    """One operation: `ok` maps success status -> response; `errors` are the error statuses it answers besides 401 and 403
+    (which document() adds to authenticated operations)."""
     responses = {str(status): response for status, response in ok.items()}
-    responses |= {str(status): {"$ref": f"#/components/responses/{ERRORS[status][0]}"} for status in sorted((*errors, 401))}
+    responses |= {str(status): {"$ref": f"#/components/responses/{ERRORS[status][0]}"} for status in sorted(errors)}
     operation: dict[str, Any] = {"summary": summary, "tags": [tag], "responses": responses}
     if params:
         operation["parameters"] = params
@@ -109,7 +116,36 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "points",
         {101: {"description": "Switching to the WebSocket protocol."}},
         (400,),
-        [_param("token", "query", {"type": "string"}, "The bearer token, for browsers (they cannot set headers on a WebSocket).")],
+        [_param("token", "query", {"type": "string"}, "A bearer token (the cluster's or a user's), for clients that cannot set headers on a WebSocket.")],
+    ),
+    ("GET", "/api/v1/audit"): _op(
+        "The audit trail, oldest first: configuration changes, user changes, operator writes and actions, with user and time",
+        "audit",
+        {200: _ok("`entries`: seq, ts, user, action, target, detail.")},
+        (400,),
+        JOURNAL,
+    ),
+    ("POST", "/api/v1/login"): _op(
+        "Log in: sets the session cookie (HttpOnly) and the CSRF cookie; answers the CSRF token to send as " + CSRF_HEADER,
+        "users",
+        {200: _ok("`user`, `role`, `csrf`, `expires_in` (seconds).")},
+        (400, 401, 429),
+        body="Login",
+    ),
+    ("POST", "/api/v1/logout"): _op("Log out: clears this browser's session cookies", "users", {200: _ok("`logged_out`.")}),
+    ("GET", "/api/v1/me"): _op("Who is calling: user, role and how authenticated", "users", {200: _ok("`user`, `role`, `via` (cluster, token, session).")}),
+    ("GET", "/api/v1/users"): _op("The users: name, role, whether a password is set, token ids (never secrets)", "users", {200: _ok("`users`.")}),
+    ("PUT", "/api/v1/users/{name}"): _op(
+        "Create a user (role required) or change its role and/or password (committed, audited)",
+        "users",
+        {200: _ok("The user, changed."), 201: _ok("The user, created.")},
+        (400, 409, 503),
+        [USER_NAME],
+        "UserChange",
+    ),
+    ("DELETE", "/api/v1/users/{name}"): _op("Delete a user (its sessions and tokens stop working)", "users", {200: _ok("`deleted`.")}, (404, 409, 503), [USER_NAME]),
+    ("POST", "/api/v1/users/{name}/tokens"): _op(
+        "A new API token for the user, returned this once", "users", {201: _ok("`user` and `token`.")}, (404, 409, 503), [USER_NAME]
     ),
     ("GET", "/api/v1/config"): _op("The building configuration (devices, points, functions' entries)", "config", {200: _ok("The building.", _json(_ref("BuildingConfig")))}),
     ("POST", "/api/v1/config"): _op(
@@ -186,7 +222,13 @@ BODIES: dict[str, dict[str, Any]] = {
     "AlarmAction": {
         "type": "object",
         "properties": {
-            "user": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH, "pattern": r"^[^\s]+$", "default": "api"},
+            "user": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": MAX_NAME_LENGTH,
+                "pattern": r"^[^\s]+$",
+                "description": "Who acts: the caller (default); only the cluster token may name someone else.",
+            },
             "comment": {"type": "string", "maxLength": 1000},
             "minutes": {"type": "number", "exclusiveMinimum": 0, "maximum": 60 * 24 * 30, "description": "Shelve for this long."},
         },
@@ -200,6 +242,21 @@ BODIES: dict[str, dict[str, Any]] = {
         },
         "required": ["to"],
     },
+    "Login": {
+        "type": "object",
+        "properties": {"user": {"type": "string"}, "password": {"type": "string", "maxLength": MAX_PASSWORD}},
+        "required": ["user", "password"],
+        "additionalProperties": False,
+    },
+    "UserChange": {
+        "type": "object",
+        "properties": {
+            "role": {"type": "string", "enum": list(Role.__members__)},
+            "password": {"type": "string", "minLength": MIN_PASSWORD, "maxLength": MAX_PASSWORD, "writeOnly": True},
+        },
+        "minProperties": 1,
+        "additionalProperties": False,
+    },
     "Error": {
         "type": "object",
         "properties": {
@@ -208,6 +265,7 @@ BODIES: dict[str, dict[str, Any]] = {
             "problems": {"type": "array", "items": {"type": "string"}},
             "active": {"type": ["string", "null"]},
             "active_api": {"type": ["string", "null"]},
+            "role": {"type": "string", "description": "On 403: the role needed."},
         },
         "required": ["error"],
     },
@@ -225,6 +283,14 @@ def _building_schemas(plugins: PluginSet) -> dict[str, Any]:
     return {**schema.pop("$defs", {}), "BuildingConfig": schema}
 
 
+def _secured(operation: dict[str, Any], role: Role | None) -> dict[str, Any]:
+    """The operation with the role it needs (`x-role`) and its 401/403 answers, or open to anyone (`security: []`)."""
+    if role is None:
+        return {**operation, "security": []}
+    refs = {str(status): {"$ref": f"#/components/responses/{ERRORS[status][0]}"} for status in (401, 403)}
+    return {**operation, "x-role": role.name, "responses": dict(sorted({**operation["responses"], **refs}.items()))}
+
+
 def document(app: web.Application) -> dict[str, Any]:
     """The OpenAPI document of the routes `app` registers (HEAD aside); a route without an entry in OPERATIONS is left out
     with a warning (and fails tests/test_openapi.py)."""
@@ -236,7 +302,7 @@ def document(app: web.Application) -> dict[str, Any]:
         if key not in OPERATIONS:
             logger.warning("route %s %s is not described in webmanager/openapi.py", *key)
             continue
-        paths.setdefault(key[1], {})[key[0].lower()] = OPERATIONS[key]
+        paths.setdefault(key[1], {})[key[0].lower()] = _secured(OPERATIONS[key], required_role(*key))
     return {
         "openapi": "3.1.0",
         "info": {"title": "Tandem node API", "version": "1", "description": "A Tandem BMS server's (or the witness's) HTTP API."},
@@ -244,9 +310,12 @@ def document(app: web.Application) -> dict[str, Any]:
         "components": {
             "schemas": {**BODIES, **_building_schemas(app[PLUGINS])},
             "responses": {name: {"description": text, "content": _json(_ref("Error"))} for name, text in ERRORS.values()},
-            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer"},  # the cluster token (role admin) or a user's API token
+                "cookieAuth": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE, "description": f"After POST /api/v1/login; state changes also need {CSRF_HEADER}."},
+            },
         },
-        "security": [{"bearerAuth": []}],
+        "security": [{"bearerAuth": []}, {"cookieAuth": []}],
     }
 
 

@@ -31,9 +31,9 @@ async def fill_trend_gaps(node: ClusterNode, store: TrendStore, session: aiohttp
             continue
         after, upto = gap
         for peer in peers:
-            url = f"http://{peer.api}/api/v1/trends/_samples"
+            url = f"{peer.url}/api/v1/trends/_samples"
             try:
-                async with session.get(url, params={"after": after, "upto": upto}, headers=headers, timeout=timeout) as response:
+                async with session.get(url, params={"after": after, "upto": upto}, headers=headers, timeout=timeout, ssl=peer.client_ssl() or True) as response:
                     if response.status != 200:
                         continue
                     samples, covered = _ANSWER.validate_python(tuple((await response.json()).values()))

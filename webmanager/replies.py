@@ -1,0 +1,49 @@
+"""Helpers the API's handlers share: JSON error answers, reading a JSON body, committing a command through the log."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from cluster.guard import NotActive
+from cluster.node import ClusterNode
+from cluster.raft import ProposalFailed
+from cluster.state import Rejected
+
+logger = logging.getLogger(__name__)
+
+
+def error(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+def not_active(node: ClusterNode) -> web.Response:
+    active = node.active_node()
+    return error(
+        409,
+        f"{node.name} is not the active server",
+        active=active.name if active else None,
+        active_api=active.api if active else None,
+    )
+
+
+async def json_body(request: web.Request, example: str) -> Any:
+    """The request's JSON body, or a 400 response that shows an `example` of what is expected."""
+    try:
+        return await request.json()
+    except (ValueError, LookupError):  # not JSON, not UTF-8 (UnicodeDecodeError), or an unknown charset
+        return error(400, f"body must be JSON like {example}")
+
+
+async def commit(node: ClusterNode, command: Any, rejected: str = "{reason}") -> Any:
+    """Commit a command through the log and return apply's result, or the error response: 409 on a standby or when
+    apply rejected it (`rejected` formats the reason), 503 if not committed."""
+    try:
+        result = await node.submit(command)
+    except NotActive:
+        return not_active(node)
+    except ProposalFailed as exc:
+        return error(503, str(exc))
+    return error(409, rejected.format(reason=result.reason)) if isinstance(result, Rejected) else result
