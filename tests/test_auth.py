@@ -220,8 +220,10 @@ def test_passwords_and_tokens_are_never_returned_or_logged(cluster):
 
 
 def test_the_first_admin_is_created_once_with_a_printed_password(cluster):
-    lines = [line for node in cluster.nodes for line in cluster.log(node).splitlines() if PASSWORD_LINE in line]
-    assert len(lines) == 1 and lines[0].startswith(PASSWORD_LINE)
+    printed = lambda: [line for node in cluster.nodes for line in cluster.log(node).splitlines() if PASSWORD_LINE in line]  # noqa: E731
+    lines = wait_for(printed, 30, "the first admin's password to be printed (hashed at low priority)")
+    replicated(cluster)
+    assert printed() == lines and len(lines) == 1 and lines[0].startswith(PASSWORD_LINE)
     password = lines[0][len(PASSWORD_LINE):].strip()
     users = {user["name"]: user for user in admin(cluster, "GET", "/api/v1/users")[1]["users"]}
     assert users["admin"]["role"] == "admin" and users["admin"]["updated_by"] == "tandem"
