@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 PASSWORD_LINE = "initial admin password: "  # printed once per cluster, on the stdout of the server that created the admin
 RESERVED_NAMES = frozenset({CLUSTER_USER, users.SYSTEM_USER})
+RETRY_DELAY = 1.0  # seconds before looking again after a commit of unknown outcome
 
 
 async def me(request: web.Request) -> web.Response:
@@ -104,6 +105,7 @@ class FirstAdmin:
         self.password = users.one_time_password()
         self.hashed: asyncio.Future[str] | None = None
         self.tasks: set[asyncio.Task] = set()
+        self.printed = False
 
     def on_role(self, event: RoleEvent) -> None:  # the Raft thread
         if event.node == self.node.name and event.role == "active" and self.hashed is not None:
@@ -116,16 +118,24 @@ class FirstAdmin:
 
     async def create(self) -> None:
         assert self.hashed is not None
-        command = users.first_admin(self.node.image, await self.hashed)
-        if command is None:
-            return
-        try:
-            result = await self.node.submit(command)
-        except (NotActive, ProposalFailed) as exc:
-            logger.warning("the first admin user was not created (%s); it will be when a server next becomes active", exc)
-            return
-        if isinstance(result, Rejected):
-            return  # another server (or an earlier activation of this one) created it first
+        hashed = await self.hashed
+        while (command := users.first_admin(self.node.image, hashed)) is not None:
+            try:
+                result = await self.node.submit(command)
+            except NotActive as exc:
+                logger.warning("the first admin user was not created (%s); it will be when a server next becomes active", exc)
+                return
+            except ProposalFailed as exc:  # the outcome is unknown: look at the image again (it may have applied)
+                logger.warning("creating the first admin user: %s; looking again", exc)
+                await asyncio.sleep(RETRY_DELAY)
+                continue
+            if isinstance(result, Rejected):
+                return  # another server (or an earlier activation of this one) created it first
+            break
+        created = self.node.image.documents.get(users.KIND, {}).get(users.FIRST_ADMIN)
+        if created is None or created.body.get("password") != hashed or self.printed:
+            return  # not this server's admin, or announced already
+        self.printed = True
         print(f"{PASSWORD_LINE}{self.password}", flush=True)
         logger.info("created user %s with a one-time password (printed on stdout); log in and change it", users.FIRST_ADMIN)
 
