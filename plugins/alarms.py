@@ -9,13 +9,13 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cluster.commands import UNAVAILABLE, Scalar, Step
 from cluster.guard import NotActive
 from cluster.state import PointValue, ProcessImage
 
-from .building import Name, known_point
+from .building import PointName
 from .hookspecs import hookimpl
 from .types import FunctionContext, FunctionSpec, Notifier
 
@@ -38,7 +38,7 @@ class AlarmEntry(BaseModel):
     """An [[alarms]] entry: on which point, what condition, how urgent."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    point: Name
+    point: PointName
     type: Literal["high", "low", "digital", "comm"]
     limit: float | None = None  # high and low
     deadband: float = Field(0.0, ge=0)  # a high alarm returns below limit - deadband (a low one above limit + deadband)
@@ -56,7 +56,6 @@ class AlarmEntry(BaseModel):
             raise ValueError(f"a {self.type} alarm takes no limit")
         return self
 
-    _known_point = field_validator("point")(known_point)
 
 
 def condition(entry: AlarmEntry, point: PointValue | None, active: bool) -> bool | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo
 
 from cluster.commands import ApplyDocuments, DeleteDocument, PutDocument
 from cluster.state import ProcessImage
@@ -70,6 +70,10 @@ def known_point(point: str, info: ValidationInfo, writable: bool = False) -> str
     if writable and "writable" in context and point not in context["writable"]:
         raise ValueError(f"point {point!r} is not writable (set writable = true on it)")
     return point
+
+
+PointName = Annotated[Name, AfterValidator(known_point)]  # a function entry's point, checked against [[points]]
+DrivenPoint = Annotated[Name, AfterValidator(lambda point, info: known_point(point, info, writable=True))]  # one it writes
 
 
 class FunctionEntry(BaseModel):

@@ -18,7 +18,7 @@ from simpleeval import DEFAULT_OPERATORS, SimpleEval
 from cluster.commands import UNAVAILABLE, Scalar
 from cluster.state import PointValue, ProcessImage
 
-from .building import Name, known_point
+from .building import DrivenPoint
 from .hookspecs import hookimpl
 from .types import FunctionContext, FunctionSpec
 
@@ -352,14 +352,9 @@ class LogicEntry(BaseModel):
     """A [[logic]] entry: an expression evaluated when its inputs change (and every `cycle` seconds), written to `output`."""
 
     model_config = ConfigDict(extra="forbid")
-    output: Name
+    output: DrivenPoint
     expression: str = Field(min_length=1, max_length=MAX_EXPRESSION)
     cycle: float | None = Field(None, ge=0.1, le=86400)
-
-    @field_validator("output")
-    @classmethod
-    def _drivable(cls, output: str, info: ValidationInfo) -> str:
-        return known_point(output, info, writable=True)
 
     @field_validator("expression")
     @classmethod

@@ -17,7 +17,6 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
-    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
@@ -26,7 +25,7 @@ from pydantic import (
 from cluster.commands import Scalar
 from cluster.state import ProcessImage
 
-from .building import Name, known_point
+from .building import DrivenPoint
 from .hookspecs import hookimpl
 from .types import FunctionContext, FunctionSpec
 
@@ -134,16 +133,11 @@ class ScheduleEntry(BaseModel):
     """A [[schedules]] entry: which point, in which time zone, the weekly programme, the exceptions and the default."""
 
     model_config = ConfigDict(extra="forbid")
-    point: Name
+    point: DrivenPoint
     timezone: str
     weekly: Weekly = Weekly()
     exceptions: list[ExceptionDays] = []  # the first that covers a day wins
     default: Value | None = None  # the value while no event lies within HORIZON_DAYS before; None: leave the point alone
-
-    @field_validator("point")
-    @classmethod
-    def _drivable(cls, point: str, info: ValidationInfo) -> str:
-        return known_point(point, info, writable=True)
 
     @field_validator("timezone")
     @classmethod

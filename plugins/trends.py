@@ -9,13 +9,13 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cluster.commands import ApplyDocuments, DeleteDocument, PutDocument, Step, UpdatePoints, points_touched
 from cluster.node import Change
 from cluster.state import ProcessImage
 
-from .building import Name, known_point
+from .building import PointName
 from .hookspecs import hookimpl
 from .trend_store import QUALITY_CODES, Candidate, TrendStore
 from .types import FunctionContext, FunctionSpec
@@ -30,7 +30,7 @@ class TrendEntry(BaseModel):
     """A [[trends]] entry: which point, sampled how, kept how long."""
 
     model_config = ConfigDict(extra="forbid")
-    point: Name
+    point: PointName
     mode: Literal["change", "interval"] = "change"
     deadband: float = Field(0.0, ge=0)  # change: record when the value moved more than this since the last sample
     interval: int | None = Field(None, ge=1, le=86_400)  # interval: seconds between samples, aligned to the epoch
@@ -44,7 +44,6 @@ class TrendEntry(BaseModel):
             raise ValueError("a change trend takes no interval (did you mean mode = \"interval\"?)")
         return self
 
-    _known_point = field_validator("point")(known_point)
 
 
 def trend_entries(image: ProcessImage) -> dict[str, TrendEntry]:
