@@ -13,6 +13,7 @@ import tomllib
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -185,9 +186,7 @@ def _measure_gap(config: TandemConfig, api: str, term: int, last_act: float | No
 
 def cmd_config(config: TandemConfig, args: argparse.Namespace) -> int:
     if args.action == "export":
-        code, answer = _any_node(config, "GET", "/api/v1/config", servers_only=True)
-        _fail_on_error(code, answer)
-        print(tomli_w.dumps(answer), end="")
+        print(tomli_w.dumps(_from_a_server(config, "/api/v1/config")), end="")
         return 0
     if args.file is None:
         raise CliError("config apply needs the building FILE.toml to apply", code=2)
@@ -209,25 +208,42 @@ def cmd_config(config: TandemConfig, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_alarms(config: TandemConfig, args: argparse.Namespace) -> int:
-    code, answer = _any_node(config, "GET", "/api/v1/alarms", servers_only=True)
+def _from_a_server(config: TandemConfig, path: str) -> Any:
+    """GET `path` from the first server that answers; CliError unless it answered 2xx."""
+    code, answer = _any_node(config, "GET", path, servers_only=True)
     _fail_on_error(code, answer)
-    alarms = answer["alarms"] if args.all else [a for a in answer["alarms"] if a["state"] != "normal" or a["shelved"]]
-    if args.json:
-        print(json.dumps(alarms, indent=2))
+    return answer
+
+
+def _listing(items: list[dict[str, Any]], as_json: bool, title: str, columns: tuple[str, ...], row: Callable[[dict], tuple]) -> int:
+    """Print `items` as JSON, or as a table of `columns` with the cells `row(item)` for each."""
+    if as_json:
+        print(json.dumps(items, indent=2))
         return 0
-    table = Table(title=f"{len(alarms)} alarm(s)" + ("" if args.all else " not normal (--all shows every alarm)"))
-    for column in ("alarm", "state", "priority", "class", "point", "value", "since", "acknowledged", "shelved until", "message"):
+    table = Table(title=title)
+    for column in columns:
         table.add_column(column)
-    for alarm in alarms:
-        ack, shelf = alarm["ack"], alarm["shelved"]
-        table.add_row(
-            alarm["name"], alarm["state"], str(alarm["priority"]), alarm["class"], alarm["point"], json.dumps(alarm["value"]),
-            _clock(alarm["since"]), f"{ack['user']} {_clock(ack['ts'])}" if ack else "-", _clock(shelf["until"]) if shelf else "-",
-            alarm["message"],
-        )
+    for item in items:
+        table.add_row(*row(item))
     Console().print(table)
     return 0
+
+
+def cmd_alarms(config: TandemConfig, args: argparse.Namespace) -> int:
+    answer = _from_a_server(config, "/api/v1/alarms")
+    alarms = answer["alarms"] if args.all else [a for a in answer["alarms"] if a["state"] != "normal" or a["shelved"]]
+    title = f"{len(alarms)} alarm(s)" + ("" if args.all else " not normal (--all shows every alarm)")
+    columns = ("alarm", "state", "priority", "class", "point", "value", "since", "acknowledged", "shelved until", "message")
+    return _listing(alarms, args.json, title, columns, _alarm_row)
+
+
+def _alarm_row(alarm: dict[str, Any]) -> tuple[str, ...]:
+    ack, shelf = alarm["ack"], alarm["shelved"]
+    return (
+        alarm["name"], alarm["state"], str(alarm["priority"]), alarm["class"], alarm["point"], json.dumps(alarm["value"]),
+        _clock(alarm["since"]), f"{ack['user']} {_clock(ack['ts'])}" if ack else "-", _clock(shelf["until"]) if shelf else "-",
+        alarm["message"],
+    )
 
 
 def _clock(ts: float | None) -> str:
@@ -247,22 +263,12 @@ def cmd_alarm_action(config: TandemConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_schedules(config: TandemConfig, args: argparse.Namespace) -> int:
-    code, answer = _any_node(config, "GET", "/api/v1/schedules", servers_only=True)
-    _fail_on_error(code, answer)
-    schedules = answer["schedules"]
-    if args.json:
-        print(json.dumps(schedules, indent=2))
-        return 0
-    table = Table(title=f"{len(schedules)} schedule(s); times are local to each schedule's time zone")
-    for column in ("schedule", "point", "timezone", "due now", "last applied", "next", "problem"):
-        table.add_column(column)
-    for schedule in schedules:
-        table.add_row(
-            schedule["name"], schedule["point"], schedule["timezone"], *(_transition(schedule[key]) for key in ("due", "applied", "next")),
-            schedule["problem"] or "-",
-        )
-    Console().print(table)
-    return 0
+    schedules = _from_a_server(config, "/api/v1/schedules")["schedules"]
+    return _listing(
+        schedules, args.json, f"{len(schedules)} schedule(s); times are local to each schedule's time zone",
+        ("schedule", "point", "timezone", "due now", "last applied", "next", "problem"),
+        lambda s: (s["name"], s["point"], s["timezone"], *(_transition(s[key]) for key in ("due", "applied", "next")), s["problem"] or "-"),
+    )
 
 
 def _transition(transition: dict[str, Any] | None) -> str:
@@ -274,24 +280,18 @@ def _transition(transition: dict[str, Any] | None) -> str:
 
 
 def cmd_logic(config: TandemConfig, args: argparse.Namespace) -> int:
-    code, answer = _any_node(config, "GET", "/api/v1/logic", servers_only=True)
-    _fail_on_error(code, answer)
-    rules = answer["rules"]
-    if args.json:
-        print(json.dumps(rules, indent=2))
-        return 0
-    table = Table(title=f"{len(rules)} logic rule(s)")
-    for column in ("rule", "output", "last output", "state", "cycle", "problem", "expression"):
-        table.add_column(column)
-    for rule in rules:
-        waiting = f"waiting for {', '.join(rule['unavailable'])}" if rule["unavailable"] else "-"
-        table.add_row(
-            rule["name"], rule["output"], json.dumps(rule["last_output"]), json.dumps(rule["state"]) if rule["state"] else "-",
-            f"{rule['cycle']} s" if rule["cycle"] else "-", f"disabled: {rule['disabled']}" if rule["disabled"] else waiting,
-            rule["expression"],
-        )
-    Console().print(table)
-    return 0
+    rules = _from_a_server(config, "/api/v1/logic")["rules"]
+    columns = ("rule", "output", "last output", "state", "cycle", "problem", "expression")
+    return _listing(rules, args.json, f"{len(rules)} logic rule(s)", columns, _rule_row)
+
+
+def _rule_row(rule: dict[str, Any]) -> tuple[str, ...]:
+    waiting = f"waiting for {', '.join(rule['unavailable'])}" if rule["unavailable"] else "-"
+    return (
+        rule["name"], rule["output"], json.dumps(rule["last_output"]), json.dumps(rule["state"]) if rule["state"] else "-",
+        f"{rule['cycle']} s" if rule["cycle"] else "-", f"disabled: {rule['disabled']}" if rule["disabled"] else waiting,
+        rule["expression"],
+    )
 
 
 def cmd_trend(config: TandemConfig, args: argparse.Namespace) -> int:
@@ -299,8 +299,7 @@ def cmd_trend(config: TandemConfig, args: argparse.Namespace) -> int:
     if args.csv:
         query["format"] = "csv"
     path = f"/api/v1/trends/{urllib.request.quote(args.trend, safe='')}?{urllib.parse.urlencode(query)}"
-    code, answer = _any_node(config, "GET", path, servers_only=True)
-    _fail_on_error(code, answer)
+    answer = _from_a_server(config, path)
     if args.csv:
         sys.stdout.write(answer)
         return 0
@@ -309,19 +308,19 @@ def cmd_trend(config: TandemConfig, args: argparse.Namespace) -> int:
         return 0
     rows = answer.get("buckets") or answer.get("samples") or []
     title = f"{answer['trend']} ({answer['point']}): {len(rows)} {'bucket' if args.step else 'sample'}(s) from {_clock(answer['from'])} to {_clock(answer['to'])}"
-    table = Table(title=title)
     columns = ("min", "max", "avg", "count") if args.step else ("value", "quality")
-    for column in ("time", *columns):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(_clock(row["ts"]), *(json.dumps(row[column]) if column != "quality" else row[column] for column in columns))
-    Console().print(table)
-    return 0
+    cells = lambda row: (_clock(row["ts"]), *(json.dumps(row[column]) if column != "quality" else row[column] for column in columns))  # noqa: E731
+    return _listing(rows, False, title, ("time", *columns), cells)
 
 
 def cmd_token(config: TandemConfig, args: argparse.Namespace) -> int:
     print(config.api_token)
     return 0
+
+
+def _user_row(user: dict[str, Any]) -> tuple[str, ...]:
+    tokens = ", ".join(token["id"] for token in user["tokens"]) or "-"
+    return user["name"], user["role"], "set" if user["password_set"] else "-", tokens, user["updated_by"], _clock(user["updated_ts"])
 
 
 def _new_password(args: argparse.Namespace) -> str:
@@ -337,16 +336,8 @@ def _new_password(args: argparse.Namespace) -> str:
 def cmd_user(config: TandemConfig, args: argparse.Namespace) -> int:
     path = f"/api/v1/users/{urllib.request.quote(args.name or '', safe='')}"
     if args.action == "list":
-        code, answer = _any_node(config, "GET", "/api/v1/users", servers_only=True)
-        _fail_on_error(code, answer)
-        table = Table(title=f"{len(answer['users'])} user(s)")
-        for column in ("user", "role", "password", "tokens", "changed by", "changed"):
-            table.add_column(column)
-        for user in answer["users"]:
-            tokens = ", ".join(token["id"] for token in user["tokens"]) or "-"
-            table.add_row(user["name"], user["role"], "set" if user["password_set"] else "-", tokens, user["updated_by"], _clock(user["updated_ts"]))
-        Console().print(table)
-        return 0
+        users = _from_a_server(config, "/api/v1/users")["users"]
+        return _listing(users, False, f"{len(users)} user(s)", ("user", "role", "password", "tokens", "changed by", "changed"), _user_row)
     if args.name is None:
         raise CliError(f"user {args.action} needs the user's NAME", code=2)
     if args.action == "add" and args.role is None:
