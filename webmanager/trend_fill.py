@@ -7,7 +7,7 @@ import json
 import logging
 
 import aiohttp
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from cluster.node import ClusterNode
 from plugins.trend_store import Sample, TrendStore
@@ -16,7 +16,13 @@ logger = logging.getLogger(__name__)
 
 CHECK_PERIOD = 0.5  # seconds between looks for a gap
 FETCH_TIMEOUT = 30.0
-_ANSWER = TypeAdapter(tuple[list[Sample], int])
+
+
+class _Answer(BaseModel):
+    """What GET /api/v1/trends/_samples answers: the samples, and the last command they cover."""
+
+    samples: list[Sample]
+    upto: int
 
 
 async def fill_trend_gaps(node: ClusterNode, store: TrendStore, session: aiohttp.ClientSession) -> None:
@@ -36,16 +42,16 @@ async def fill_trend_gaps(node: ClusterNode, store: TrendStore, session: aiohttp
                 async with session.get(url, params={"after": after, "upto": upto}, headers=headers, timeout=timeout, ssl=peer.client_ssl() or True) as response:
                     if response.status != 200:
                         continue
-                    samples, covered = _ANSWER.validate_python(tuple((await response.json()).values()))
+                    answer = _Answer.model_validate(await response.json())
             except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError) as exc:
                 logger.debug("trend gap: %s did not answer: %s", peer.name, exc)
                 continue
             except (ValidationError, ValueError) as exc:
                 logger.warning("trend gap: %s answered nonsense: %s", peer.name, exc)
                 continue
-            if covered > after:
-                await asyncio.wrap_future(store.fill(samples, covered))
-                logger.info("trend gap: %d samples of commands %d..%d from %s", len(samples), after + 1, covered, peer.name)
+            if answer.upto > after:
+                await asyncio.wrap_future(store.fill(answer.samples, answer.upto))
+                logger.info("trend gap: %d samples of commands %d..%d from %s", len(answer.samples), after + 1, answer.upto, peer.name)
                 break
         else:
             await asyncio.sleep(CHECK_PERIOD)  # no peer has recorded that far yet
