@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 
 from cluster.cli import call_api
 from cluster.guard import ActGuard
-from cluster.processes import LocalCluster, wait_for
+from cluster.processes import LocalCluster, wait_for, write_config
 
 
 @pytest.fixture
@@ -49,6 +50,24 @@ def make_cluster(tandem_cluster: Callable[..., LocalCluster], request: pytest.Fi
         if log.exists():
             (target / log.parent.name).mkdir(parents=True, exist_ok=True)
             shutil.copy(log, target / log.parent.name / log.name)
+
+
+def serving(cluster: LocalCluster) -> None:
+    """Wait until every node's API answers (a standby serves once its plugins are loaded, after main is active)."""
+    wait_for(lambda: all(view is not None for view in cluster.views().values()), 15, "every node's API to answer")
+
+
+@contextmanager
+def module_cluster(directory: Path, **options: Any) -> Iterator[LocalCluster]:
+    """A cluster shared by a module's tests: started, main active, every node's API answering; stopped afterwards."""
+    cluster = LocalCluster(write_config(directory, **options))
+    cluster.start()
+    try:
+        cluster.make_active("main")
+        serving(cluster)
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 def put(cluster: LocalCluster, point: str, value: Any) -> str:

@@ -12,8 +12,8 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import status_code_conformance
 
 from cluster.cli import call_api
-from cluster.processes import LocalCluster, wait_for, write_config
-from conftest import report
+from cluster.processes import LocalCluster, wait_for
+from conftest import module_cluster, report
 
 # the names the document gives as examples, so that requests reach a point, an alarm and a trend with samples
 BUILDING = {
@@ -27,14 +27,10 @@ pytestmark = pytest.mark.timeout(180)
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    cluster = LocalCluster(write_config(tmp_path_factory.mktemp("fuzz")))
-    cluster.start()
-    cluster.wait_active(name="main")
-    wait_for(lambda: all(view is not None for view in cluster.views().values()), 15, "every node's API to answer")
-    assert call_api(cluster.config, cluster["main"].spec.api, "POST", "/api/v1/config", BUILDING)[0] == 200
-    report(cluster, {"ahu1.temp": 35.0})  # raises the alarm and records a trend sample
-    yield cluster
-    cluster.stop()
+    with module_cluster(tmp_path_factory.mktemp("fuzz")) as cluster:
+        assert call_api(cluster.config, cluster["main"].spec.api, "POST", "/api/v1/config", BUILDING)[0] == 200
+        report(cluster, {"ahu1.temp": 35.0})  # raises the alarm and records a trend sample
+        yield cluster
 
 
 def load(cluster: LocalCluster, node: str) -> schemathesis.BaseSchema:

@@ -7,16 +7,14 @@ import http.client
 import pytest
 
 from cluster.cli import call_api
-from cluster.processes import LocalCluster, wait_for, write_config
+from cluster.processes import wait_for
+from conftest import module_cluster
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    cluster = LocalCluster(write_config(tmp_path_factory.mktemp("api")))
-    cluster.start()
-    cluster.wait_active(name="main")
-    yield cluster
-    cluster.stop()
+    with module_cluster(tmp_path_factory.mktemp("api")) as cluster:
+        yield cluster
 
 
 def post(cluster, node: str, body) -> tuple[int, dict]:

@@ -22,7 +22,7 @@ from cryptography.x509.oid import NameOID
 from cluster.cli import call_api
 from cluster.processes import LocalCluster, wait_for, write_config
 from cluster.state import ProcessImage, Rejected
-from conftest import report
+from conftest import module_cluster, report
 from webmanager import users
 from webmanager.user_api import PASSWORD_LINE
 
@@ -115,12 +115,9 @@ def replicated(cluster: LocalCluster, node: str = "backup") -> None:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    cluster = LocalCluster(write_config(tmp_path_factory.mktemp("auth")))
-    cluster.start()
-    cluster.wait_active(name="main")
-    apply_building(cluster)
-    yield cluster
-    cluster.stop()
+    with module_cluster(tmp_path_factory.mktemp("auth")) as cluster:
+        apply_building(cluster)
+        yield cluster
 
 
 def test_unauthenticated_requests_get_401(cluster):

@@ -7,23 +7,15 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 
 from cluster.cli import call_api
 from cluster.processes import LocalCluster, wait_for
+from driver_kit import until
 from webmanager.client import TandemClient
 
 POINT = "live.counter"
-
-
-async def until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll `condition` on the event loop until it is truthy; TimeoutError naming `what` after `timeout` s."""
-    async with asyncio.timeout(timeout):
-        while not (result := condition()):
-            await asyncio.sleep(0.01)
-    return result
 
 
 class Updater:
@@ -105,14 +97,14 @@ async def test_the_client_follows_a_killed_active_and_values_flow_again_within_2
     async with TandemClient(servers(cluster), cluster.config.api_token, on_message=received) as client:
         await client.subscribe(points=[POINT])
         with Updater(cluster):
-            await until(lambda: received.last_count() >= 5, 10, "values flowing from main")
+            await until(lambda: received.last_count() >= 5, "values flowing from main", 10)
             assert (client.active, client.connected_to) == ("main", cluster["main"].spec.api)
             before = received.last_count()
             killed = time.time()
             await asyncio.to_thread(cluster["main"].kill)
             written = asyncio.create_task(client.write("live.set", 7))  # retried until the backup takes it
-            flowing = await until(lambda: received.counter_after(killed, before), 10, "values flowing again")
-            activated = await until(lambda: activation_since(cluster, "backup"), 5, "backup active")
+            flowing = await until(lambda: received.counter_after(killed, before), "values flowing again", 10)
+            activated = await until(lambda: activation_since(cluster, "backup"), "backup active", 5)
             assert (client.active, client.connected_to) == ("backup", cluster["backup"].spec.api)
             assert flowing - activated < 2.0, f"values flowed {flowing - activated:.3f} s after the backup's activation"
             assert (await asyncio.wait_for(written, 15))["value"] == 7
@@ -125,14 +117,14 @@ async def test_the_client_follows_a_planned_transfer(cluster):
     async with TandemClient(servers(cluster), cluster.config.api_token, on_message=received) as client:
         await client.subscribe(points=[POINT])
         with Updater(cluster):
-            await until(lambda: client.connected_to == cluster["main"].spec.api and received.last_count() > 0, 10, "values from main")
+            await until(lambda: client.connected_to == cluster["main"].spec.api and received.last_count() > 0, "values from main", 10)
             moved = time.time()
             code, answer = await asyncio.to_thread(
                 call_api, cluster.config, cluster["main"].spec.api, "POST", "/api/v1/cluster/transfer", {"to": "backup"}, timeout=10
             )
             assert code == 200, answer
             before = received.last_count()
-            flowing = await until(lambda: received.counter_after(moved, before), 10, "values flowing from the backup")
+            flowing = await until(lambda: received.counter_after(moved, before), "values flowing from the backup", 10)
             assert flowing - moved < 2.0
             assert (client.active, client.connected_to) == ("backup", cluster["backup"].spec.api)
     roles = [(m["node"], m["role"]) for arrived, m in received.messages if arrived > moved and m["type"] == "role"]

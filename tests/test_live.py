@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 
 from cluster.cli import call_api
-from cluster.processes import LocalCluster, wait_for, write_config
-from conftest import apply_building, put, report
+from cluster.processes import LocalCluster, wait_for
+from conftest import apply_building, module_cluster, put, report
 
 BUILDING = """
 [[points]]
@@ -30,11 +30,8 @@ limit = 25.0
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    cluster = LocalCluster(write_config(tmp_path_factory.mktemp("live"), failback="manual", fsync=False))
-    cluster.start()
-    cluster.make_active("main")
-    yield cluster
-    cluster.stop()
+    with module_cluster(tmp_path_factory.mktemp("live"), failback="manual", fsync=False) as cluster:
+        yield cluster
 
 
 @pytest.fixture

@@ -10,25 +10,16 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cluster.cli import call_api
-from cluster.processes import LocalCluster, wait_for, write_config
-from conftest import report
+from cluster.processes import LocalCluster, wait_for
+from conftest import module_cluster, report, serving
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    cluster = LocalCluster(write_config(tmp_path_factory.mktemp("metrics")))
-    cluster.start()
-    cluster.wait_active(name="main")
-    serving(cluster)
-    yield cluster
-    cluster.stop()
-
-
-def serving(cluster: LocalCluster) -> None:
-    """Wait until every node's API answers (a standby serves once its plugins are loaded, after main is active)."""
-    wait_for(lambda: all(view is not None for view in cluster.views().values()), 15, "every node's API to answer")
+    with module_cluster(tmp_path_factory.mktemp("metrics")) as cluster:
+        yield cluster
 
 
 def scrape(cluster: LocalCluster, node: str, token: str | None = None) -> Samples:
