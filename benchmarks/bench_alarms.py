@@ -4,11 +4,10 @@ the updates coming from real Modbus devices polled in-process (`--source modbus`
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import time
 
-from harness import Poster, cpu_seconds, paced_updates, parser, point_names, report, running_cluster, summary, view
+from harness import apply_building, cpu_seconds, paced_updates, parser, point_names, report, running_cluster, summary, view
 
 from cluster.processes import LocalCluster, free_ports, wait_for
 from plugins.simulator.modbus import DeviceProcess
@@ -32,16 +31,6 @@ def alarms(names: list[str]) -> list[dict]:
 
 def wave(k: float, period: float) -> float:
     return round(20.0 + 2.0 * math.sin(2 * math.pi * k / period), 2)
-
-
-def apply(cluster: LocalCluster, building: dict) -> None:
-    poster = Poster(cluster, "main")
-    try:
-        status, answer = poster.post("/api/v1/config", json.dumps(building).encode())
-    finally:
-        poster.close()
-    if status != 200:
-        raise RuntimeError(f"the building was refused: {answer}")
 
 
 class HttpSource:
@@ -109,12 +98,12 @@ def main() -> int:
     try:
         with running_cluster(args.keep) as cluster:
             building = {"devices": getattr(source, "devices_doc", []), "points": source.points}
-            apply(cluster, building)
+            apply_building(cluster, building)
             if isinstance(source, ModbusSource):
                 wait_for(lambda: view(cluster, "backup")["points"] >= POINTS, 60, "every register's point in the backup's image")
             for _ in range(args.runs):
                 bare.append(measure(cluster, source, args.seconds)[0])
-            apply(cluster, {**building, "alarms": alarms(source.names)})
+            apply_building(cluster, {**building, "alarms": alarms(source.names)})
             wait_for(lambda: view(cluster, "main")["functions"]["alarms"]["running"], 30, "the alarms function with 10,000 alarms")
             for _ in range(args.runs):
                 cpu, updated, rate = measure(cluster, source, args.seconds)

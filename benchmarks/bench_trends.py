@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from harness import BATCH, Poster, millis, paced_updates, parser, per_second, report, running_cluster, summary, view
+from harness import BATCH, apply_building, millis, paced_updates, parser, per_second, report, running_cluster, summary, view
 
 from cluster.commands import ApplyDocuments, PointUpdate, PutDocument, Step, UpdatePoints
 from cluster.node import Change
@@ -116,14 +115,7 @@ def end_to_end(cluster: LocalCluster, names: list[str]) -> tuple[float, float, i
 def trended_cluster(cluster: LocalCluster) -> list[str]:
     """Apply CLUSTER_POINTS virtual points, each with a change trend (deadband 0)."""
     names = [f"trended.p{i}" for i in range(CLUSTER_POINTS)]
-    documents = {"points": [{"name": n} for n in names], "trends": [{"name": n, "point": n} for n in names]}
-    poster = Poster(cluster, "main")
-    try:
-        status, answer = poster.post("/api/v1/config", json.dumps(documents).encode())
-    finally:
-        poster.close()
-    if status != 200:
-        raise RuntimeError(f"the building was refused: {answer}")
+    apply_building(cluster, {"points": [{"name": n} for n in names], "trends": [{"name": n, "point": n} for n in names]})
     return names
 
 

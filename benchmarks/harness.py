@@ -62,6 +62,17 @@ class Poster:
         self._connection.close()
 
 
+def apply_building(cluster: LocalCluster, building: dict[str, Any]) -> None:
+    """POST a building configuration to main (the active); RuntimeError if it is refused."""
+    poster = Poster(cluster, "main")
+    try:
+        status, answer = poster.post("/api/v1/config", json.dumps(building).encode())
+    finally:
+        poster.close()
+    if status != 200:
+        raise RuntimeError(f"the building was refused: {answer}")
+
+
 def updates_body(names: list[str], value: float) -> bytes:
     return json.dumps({"updates": [{"name": name, "value": value} for name in names]}).encode()
 
