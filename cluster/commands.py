@@ -300,17 +300,21 @@ class Step:
 
 @dataclass(frozen=True, slots=True)
 class Activate:
-    """The activation record: `node` became active in Raft term `term`."""
+    """The activation record: `node` became active in Raft term `term`; `gap` is the seconds it measured from its last
+    contact with the previous leader to its own election (None at a cold start or when it was that leader)."""
 
     node: str
     term: int
     ts: float
+    gap: float | None = None
 
     def __post_init__(self) -> None:
         _check_name("node", self.node)
         if type(self.term) is not int or self.term < 0:
             raise CommandError("term", f"must be a non-negative int, got {self.term!r}")
         _check_ts("ts", self.ts)
+        if self.gap is not None and (type(self.gap) is not float or not 0 <= self.gap < 1e6):
+            raise CommandError("gap", f"must be None or seconds as a float from 0, got {self.gap!r}")
 
 
 Command: TypeAlias = UpdatePoints | WritePoint | WriteOutcome | PutDocument | DeleteDocument | ApplyDocuments | Step | Activate

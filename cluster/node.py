@@ -299,7 +299,10 @@ class ClusterNode:
                 logger.warning("activation for term %d not committed: %s", term, error or result)
                 self._activation_proposed_term = -1
 
-        self.raft.propose(Activate(node=self.name, term=term, ts=time.time()), done)
+        previous = self.image.activation
+        contact = self.raft.leader_contact_age()  # since the last AppendEntries of the previous leader
+        gap = float(contact) if previous is not None and previous.node != self.name and math.isfinite(contact) else None
+        self.raft.propose(Activate(node=self.name, term=term, ts=time.time(), gap=gap), done)
 
     def _caught_up(self, node: NodeConfig) -> bool:
         raft = self.raft

@@ -78,9 +78,13 @@ class JournalEntry(NamedTuple):
 
 
 class Activation(NamedTuple):
+    """`node` became active in `term` at `since`, after `previous` (None at a cold start); `gap` as in `Activate`."""
+
     node: str
     term: int
     since: float
+    previous: str | None = None
+    gap: float | None = None
 
 
 class Rejected(NamedTuple):
@@ -100,6 +104,7 @@ class Frozen(NamedTuple):
     documents: dict[str, dict[str, Document]]
     audit: tuple[AuditEntry, ...]
     activation: Activation | None
+    activations: tuple[Activation, ...]
     last_ts: float
     applied: int
     desired: dict[str, DesiredWrite]
@@ -125,6 +130,7 @@ class ProcessImage:
     """
 
     AUDIT_RETENTION = 10_000
+    ACTIVATION_RETENTION = 100  # the failover history: the last activations
     JOURNAL_RETENTION = 100_000  # entries per function journal, whatever a function's own retention
 
     def __init__(self) -> None:
@@ -132,6 +138,7 @@ class ProcessImage:
         self.documents: dict[str, dict[str, Document]] = {kind: {} for kind in DOCUMENT_KINDS}
         self.audit: collections.deque[AuditEntry] = collections.deque(maxlen=self.AUDIT_RETENTION)
         self.activation: Activation | None = None
+        self.activations: collections.deque[Activation] = collections.deque(maxlen=self.ACTIVATION_RETENTION)
         self.desired: dict[str, DesiredWrite] = {}
         self.write_seq = 0
         self.functions: dict[str, dict[str, object]] = {}  # function -> key -> JSON value
@@ -269,7 +276,9 @@ class ProcessImage:
                 f"stale activation: {cmd.node} in term {cmd.term}, "
                 f"but {self.activation.node} is active in term {self.activation.term}"
             )
-        self.activation = Activation(cmd.node, cmd.term, cmd.ts)
+        previous = self.activation.node if self.activation is not None else None
+        self.activation = Activation(cmd.node, cmd.term, cmd.ts, previous, cmd.gap)
+        self.activations.append(self.activation)
         return None
 
     def _audit(self, ts: float, user: str, action: str, target: str, detail: str) -> None:
@@ -283,6 +292,7 @@ class ProcessImage:
             {kind: dict(docs) for kind, docs in self.documents.items()},
             tuple(self.audit),
             self.activation,
+            tuple(self.activations),
             self.last_ts,
             self.applied,
             dict(self.desired),
@@ -313,6 +323,7 @@ class ProcessImage:
             },
             "audit": list(map(tuple, frozen.audit)),
             "activation": tuple(frozen.activation) if frozen.activation else None,
+            "activations": list(map(tuple, frozen.activations)),
             "last_ts": frozen.last_ts,
             "applied": frozen.applied,
             "desired": {name: tuple(write) for name, write in frozen.desired.items()},
@@ -357,7 +368,8 @@ class ProcessImage:
                 for kind, docs in payload["documents"].items()
             )
             image.audit.extend(map(AuditEntry._make, payload["audit"]))
-            image.activation = Activation._make(payload["activation"]) if payload["activation"] else None
+            image.activation = Activation(*payload["activation"]) if payload["activation"] else None
+            image.activations.extend(Activation(*record) for record in payload.get("activations", ()))
             image.last_ts = payload["last_ts"]
             image.applied = payload["applied"]
             image.desired = {name: DesiredWrite._make(write) for name, write in payload["desired"].items()}

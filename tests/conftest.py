@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -45,7 +46,8 @@ def make_cluster(tandem_cluster: Callable[..., LocalCluster], request: pytest.Fi
     for cluster in clusters:
         cluster.stop()  # before tandem_cluster's teardown, so that the copies hold the logs' last lines
     target = ARTIFACTS / request.node.name
-    shutil.rmtree(target, ignore_errors=True)
+    for folder in {node.log_path.parent.name for cluster in clusters for node in cluster.nodes.values()}:
+        shutil.rmtree(target / folder, ignore_errors=True)  # the last run's logs; other artifacts (screenshots) stay
     for log in (node.log_path for cluster in clusters for node in cluster.nodes.values()):
         if log.exists():
             (target / log.parent.name).mkdir(parents=True, exist_ok=True)
@@ -136,3 +138,54 @@ def confirmed_write(cluster: LocalCluster, node: str, name: str, value: Any) -> 
     """The point on `node` once a write of `value` is confirmed there (read back, nothing desired any more), else None."""
     point = point_view(cluster, node, name)
     return point if point and point["value"] == value and point["desired"] is None else None
+
+
+COUNTER = "live.counter"
+
+
+class Updater:
+    """Counts COUNTER up every 20 ms through whichever server accepts it (a thread, independent of the client)."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.cluster = cluster
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        apis = [self.cluster[name].spec.api for name in ("main", "backup")]
+        while not self._stop.is_set():
+            body = {"updates": [{"name": COUNTER, "value": self.sent + 1}]}
+            for api in apis:
+                try:
+                    if call_api(self.cluster.config, api, "POST", "/api/v1/points", body, timeout=0.5)[0] == 200:
+                        self.sent += 1
+                        break
+                except OSError:
+                    continue
+            self._stop.wait(0.02)
+
+    def __enter__(self) -> Updater:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@pytest.fixture
+def ready_cluster(make_cluster: Callable[..., LocalCluster]) -> Iterator[LocalCluster]:
+    """Main active, the backup caught up and with its plugins loaded (ready to take over)."""
+    cluster = make_cluster(failback="manual", fsync=False)
+    wait_for(lambda: (cluster["backup"].view() or {}).get("blocked", "no answer") is None, 20, "the backup to load its plugins")
+    wait_for(lambda: cluster.caught_up("backup", "main"), 10, "the backup to catch up")
+    yield cluster
+
+
+def activation_since(cluster: LocalCluster, node: str) -> float | None:
+    """When `node` proposed its activation (wall clock), once it is the active server."""
+    view = cluster[node].view()
+    if view is None or view["role"] != "active" or view["activation"]["node"] != node:
+        return None
+    return view["activation"]["since"]

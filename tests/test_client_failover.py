@@ -4,49 +4,14 @@ planned transfer by itself, keeps its subscription and has values flowing again 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
-from collections.abc import Callable, Iterator
-
-import pytest
 
 from cluster.cli import call_api
-from cluster.processes import LocalCluster, wait_for
+from cluster.processes import LocalCluster
+from conftest import COUNTER as POINT
+from conftest import Updater, activation_since
 from driver_kit import until
 from webmanager.client import TandemClient
-
-POINT = "live.counter"
-
-
-class Updater:
-    """Counts POINT up every 20 ms through whichever server accepts it (a thread, independent of the client)."""
-
-    def __init__(self, cluster: LocalCluster) -> None:
-        self.cluster = cluster
-        self.sent = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        apis = [self.cluster[name].spec.api for name in ("main", "backup")]
-        while not self._stop.is_set():
-            body = {"updates": [{"name": POINT, "value": self.sent + 1}]}
-            for api in apis:
-                try:
-                    if call_api(self.cluster.config, api, "POST", "/api/v1/points", body, timeout=0.5)[0] == 200:
-                        self.sent += 1
-                        break
-                except OSError:
-                    continue
-            self._stop.wait(0.02)
-
-    def __enter__(self) -> Updater:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 class Received:
@@ -71,28 +36,12 @@ class Received:
         return max(counts, default=0)
 
 
-@pytest.fixture
-def cluster(make_cluster: Callable[..., LocalCluster]) -> Iterator[LocalCluster]:
-    """Main active, the backup caught up and with its plugins loaded (ready to take over)."""
-    cluster = make_cluster(failback="manual", fsync=False)
-    wait_for(lambda: (cluster["backup"].view() or {}).get("blocked", "no answer") is None, 20, "the backup to load its plugins")
-    wait_for(lambda: cluster.caught_up("backup", "main"), 10, "the backup to catch up")
-    yield cluster
-
-
 def servers(cluster: LocalCluster) -> list[str]:
     return [node.api for node in cluster.config.cluster.nodes]
 
 
-def activation_since(cluster: LocalCluster, node: str) -> float | None:
-    """When `node` proposed its activation (wall clock), once it is the active server."""
-    view = cluster[node].view()
-    if view is None or view["role"] != "active" or view["activation"]["node"] != node:
-        return None
-    return view["activation"]["since"]
-
-
-async def test_the_client_follows_a_killed_active_and_values_flow_again_within_2_s(cluster):
+async def test_the_client_follows_a_killed_active_and_values_flow_again_within_2_s(ready_cluster):
+    cluster = ready_cluster
     received = Received()
     async with TandemClient(servers(cluster), cluster.config.api_token, on_message=received) as client:
         await client.subscribe(points=[POINT])
@@ -112,7 +61,8 @@ async def test_the_client_follows_a_killed_active_and_values_flow_again_within_2
         assert snapshots and {item["name"] for m in snapshots for item in m["values"]} == {POINT}  # resubscribed, same points
 
 
-async def test_the_client_follows_a_planned_transfer(cluster):
+async def test_the_client_follows_a_planned_transfer(ready_cluster):
+    cluster = ready_cluster
     received = Received()
     async with TandemClient(servers(cluster), cluster.config.api_token, on_message=received) as client:
         await client.subscribe(points=[POINT])

@@ -19,6 +19,7 @@ from plugins.manager import load_plugins
 from plugins.trend_store import TrendStore
 from webmanager.api import create_app
 from webmanager.appkeys import NODE
+from webmanager import ui
 from webmanager.openapi import OPERATIONS, PATH, document
 
 DEMO_BUILDING = Path(__file__).resolve().parents[1] / "config" / "demo-building.toml"
@@ -37,7 +38,8 @@ def apps(tmp_path: Path) -> Iterator[dict[str, web.Application]]:
 
 
 def routes(app: web.Application) -> set[tuple[str, str]]:
-    return {(route.method, route.resource.canonical) for route in app.router.routes() if route.method != "HEAD"}
+    """The API's routes: all but HEAD and the browser UI's page and files."""
+    return {(route.method, route.resource.canonical) for route in app.router.routes() if route.method != "HEAD"} - ui.ROUTES
 
 
 def operations(doc: dict) -> set[tuple[str, str]]:

@@ -328,13 +328,34 @@ def test_activate_records_the_newest_term_and_rejects_stale_ones():
     image = ProcessImage()
 
     assert image.apply(Activate("main", 3, 1.0)) is None
-    assert image.apply(Activate("backup", 4, 2.0)) is None
+    assert image.apply(Activate("backup", 4, 2.0, gap=0.45)) is None
     stale = image.apply(Activate("main", 3, 3.0))
     assert image.apply(Activate("backup", 4, 4.0)) is None
 
     assert stale == Rejected("stale activation: main in term 3, but backup is active in term 4")
-    assert image.activation == Activation("backup", 4, 4.0)
+    assert image.activation == Activation("backup", 4, 4.0, "backup")
     assert (image.last_ts, image.applied) == (4.0, 4)
+    # the failover history: every accepted activation, after whom and the gap its new active measured
+    assert list(image.activations) == [
+        Activation("main", 3, 1.0, None, None),
+        Activation("backup", 4, 2.0, "main", 0.45),
+        Activation("backup", 4, 4.0, "backup", None),
+    ]
+
+
+def test_the_failover_history_survives_a_snapshot_and_is_bounded():
+    image = ProcessImage()
+    for term in range(ProcessImage.ACTIVATION_RETENTION + 5):
+        image.apply(Activate(("main", "backup")[term % 2], term, float(term), gap=0.5))
+    restored = ProcessImage.decode(ProcessImage.encode(image.freeze()))
+    assert list(restored.activations) == list(image.activations)
+    assert len(restored.activations) == ProcessImage.ACTIVATION_RETENTION
+    assert restored.activations[0].term == 5
+
+
+def test_an_activation_gap_must_be_non_negative_seconds():
+    with pytest.raises(CommandError, match="gap"):
+        Activate("main", 1, 1.0, gap=-1.0)
 
 
 def test_last_ts_never_goes_backwards():
@@ -444,7 +465,7 @@ def test_scenario_outcome():
         None, None, None, None, 1, "Rejected", 1, None, "Rejected", (1, None), "Rejected", None, "Rejected", None,
         1, 1, 2, None, (), (), "Rejected", (3, None),
     ]
-    assert image.activation == Activation("backup", 2, 19.0)
+    assert image.activation == Activation("backup", 2, 19.0, "main")
     assert image.points["zone-1/temp"] == PointValue(None, "comm-failure", 21.0, "modbus:dev-1")
     assert (image.last_ts, image.applied, len(image.points)) == (29.0, 22, 55)
     assert image.desired == {"ahu-1/sp": DesiredWrite(18.0, "schedules", 29.0, 3, None)}

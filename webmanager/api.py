@@ -29,8 +29,9 @@ from plugins.trend_store import TrendStore
 from plugins.trends import FUNCTION as TRENDS_FUNCTION
 from plugins.trends import find_trend, trend_list
 
-from . import live, sessions, user_api
-from .auth import authenticate, identity
+from . import browse, live, sessions, ui, user_api
+from .auth import authenticate, cross_origin, identity
+from .browse import point_json
 from .appkeys import MAX_BATCH, MAX_BODY, MAX_BUCKETS, MAX_SAMPLES, NODE, PEER_SESSION, PLUGINS, TRENDS
 from .metrics import add_metrics
 from .openapi import add_openapi
@@ -67,13 +68,8 @@ async def cluster_status(request: web.Request) -> web.Response:
     answers = await asyncio.gather(*(fetch(n) for n in others))
     views = {n.name: answer for n, answer in zip(others, answers)}
     views[node.name] = node.local_status()
-    return web.json_response(compose_status(node.config, views))
-
-
-def _point_json(name: str, point: Any, desired: Any = None) -> dict[str, Any]:
-    """A point's value, and the operator write still being driven to its device (if any)."""
-    pending = None if desired is None else {"value": desired.value, "seq": desired.seq, "user": desired.user, "error": desired.error}
-    return {"name": name, "value": point.value, "quality": point.quality, "timestamp": point.ts, "source": point.source, "desired": pending}
+    history = [activation._asdict() for activation in reversed(node.image.activations)]
+    return web.json_response({**compose_status(node.config, views), "activations": history})
 
 
 async def get_point(request: web.Request) -> web.Response:
@@ -88,7 +84,8 @@ async def get_point(request: web.Request) -> web.Response:
     point = node.image.points.get(name)
     if point is None:
         return error(404, f"no point named {name!r}")
-    return web.json_response(_point_json(name, point, node.image.desired.get(name)))
+    entry = node.image.documents.get("points", {}).get(name)
+    return web.json_response(point_json(name, point, node.image.desired.get(name), entry.body if entry else None))
 
 
 async def put_point(request: web.Request) -> web.Response:
@@ -107,7 +104,7 @@ async def put_point(request: web.Request) -> web.Response:
     if isinstance(result, web.Response):
         return result
     if result is None:  # a virtual point: set at once
-        return web.json_response(_point_json(name, node.image.points[name]))
+        return web.json_response(point_json(name, node.image.points[name]))
     # a device point: committed as desired state; the active drives the device and records the read-back
     return web.json_response({"name": name, "value": body["value"], "pending": True, "seq": result}, status=202)
 
@@ -153,20 +150,22 @@ async def get_config(request: web.Request) -> web.Response:
 
 
 async def post_config(request: web.Request) -> web.Response:
-    """Apply a building configuration (devices and points): validated, then committed as one entry."""
+    """Apply a building configuration (devices, points, functions' entries): validated, then committed as one entry.
+    With `?check=1` only validated (on any server): the answer says how many documents applying it would change."""
     node = request.app[NODE]
     body = await json_body(request, '{"devices": [...], "points": [...]}')
     if isinstance(body, web.Response):
         return body
-    if not node.is_active():
+    check = request.query.get("check") in ("1", "true")
+    if not check and not node.is_active():
         return not_active(node)
     try:
         documents = validate_building(body, request.app[PLUGINS])
     except BuildingError as exc:
         return error(400, "invalid building configuration", problems=exc.problems)
     command = plan(node.image, documents, identity(request).name)
-    if command is None:
-        return web.json_response({"changed": 0})
+    if check or command is None:
+        return web.json_response({"changed": 0 if command is None else len(command.changes), **({"checked": True} if check else {})})
     result = await commit(node, command, "the configuration changed meanwhile ({reason}); apply again")
     if isinstance(result, web.Response):
         return result
@@ -367,7 +366,7 @@ async def transfer(request: web.Request) -> web.Response:
 
 def create_app(node: ClusterNode, plugins: PluginSet, trends: TrendStore | None = None) -> web.Application:
     """The node's aiohttp application; the witness serves status only, a server keeping trends serves their history."""
-    app = web.Application(middlewares=[authenticate], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[cross_origin, authenticate], client_max_size=MAX_BODY)
     app[NODE] = node
     app[PLUGINS] = plugins
     app.cleanup_ctx.append(_peer_session)
@@ -390,6 +389,8 @@ def create_app(node: ClusterNode, plugins: PluginSet, trends: TrendStore | None 
         app.router.add_get("/api/v1/schedules", get_schedules)
         app.router.add_get("/api/v1/schedules/journal", get_schedule_journal)
         app.router.add_get("/api/v1/audit", get_audit)
+        browse.install(app)
+        ui.install(app, [n for n in node.config.cluster.nodes if n.is_server])
         live.install(app, node)
         sessions.install(app)
         user_api.install(app, node)

@@ -1,4 +1,5 @@
-"""Who is calling and may they: the cluster token, users' bearer tokens and session cookies (with CSRF), and the role each route needs."""
+"""Who is calling and may they: the cluster token, users' bearer tokens, session cookies (with CSRF) and session tokens,
+the role each route needs, and which other origins (the cluster's servers, for the UI after a failover) may call."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # (method, route) -> the least role allowed; None: no authentication. A route not named here needs viewer to read
 # (GET) and admin for anything else.
 ROUTE_ROLES: dict[tuple[str, str], Role | None] = {
+    ("GET", "/"): None,  # the UI's page and files: it logs in itself
+    ("GET", "/ui"): None,
     ("POST", "/api/v1/login"): None,
     ("POST", "/api/v1/logout"): None,
     ("PUT", "/api/v1/points/{name}"): Role.operator,
@@ -40,7 +43,7 @@ ROUTE_ROLES: dict[tuple[str, str], Role | None] = {
 class Identity(NamedTuple):
     name: str
     role: Role
-    via: str  # cluster | token | session
+    via: str  # cluster | token | session (cookie) | session-token (the session as a bearer, from the UI on another server)
 
 
 IDENTITY = web.RequestKey("identity", Identity)
@@ -64,12 +67,48 @@ def _identify(request: web.Request) -> Identity | str:
         if hmac.compare_digest(token.encode(), node.config.api_token.encode()):
             return Identity(CLUSTER_USER, Role.admin, "cluster")
         user = users.token_user(node.image, token)
-        return Identity(user.name, user.role, "token") if user else "wrong bearer token (see `tandem token` or `tandem user token`)"
+        if user is not None:
+            return Identity(user.name, user.role, "token")
+        user = sessions.session_user(node.config.session_key, node.image, token)
+        if user is not None:
+            return Identity(user.name, user.role, "session-token")
+        return "wrong bearer token (see `tandem token` or `tandem user token`), or the session has expired"
     cookie = request.cookies.get(sessions.SESSION_COOKIE)
     if cookie:
         user = sessions.session_user(node.config.session_key, node.image, cookie)
         return Identity(user.name, user.role, "session") if user else "the session has expired or ended: log in again"
     return "log in (POST /api/v1/login) or send a bearer token (see `tandem token`)"
+
+
+def _allowed_origin(request: web.Request) -> str | None:
+    """The request's Origin when it is another server of the cluster (whose UI follows a failover to this one)."""
+    origin = request.headers.get("Origin")
+    node = request.app[NODE]
+    return origin if origin and any(n.url == origin for n in node.config.cluster.nodes if n.is_server) else None
+
+
+@web.middleware
+async def cross_origin(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    """CORS for the cluster's own servers only: answers their preflights and lets their pages read the answers. The UI
+    sends the session as a bearer token there (no cookies cross origins), so no credentials mode is allowed."""
+    origin = _allowed_origin(request)
+    if origin is None:
+        return await handler(request)
+    headers = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        headers |= {
+            "Access-Control-Allow-Methods": "GET, POST, PUT, DELETE",
+            "Access-Control-Allow-Headers": "Authorization, Content-Type",
+            "Access-Control-Max-Age": "600",
+        }
+        return web.Response(status=204, headers=headers)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers.update(headers)
+        raise
+    response.headers.update(headers)
+    return response
 
 
 @web.middleware

@@ -12,6 +12,7 @@ from cluster.commands import MAX_NAME_LENGTH, QUALITIES
 from plugins.building import Building, Name
 from plugins.manager import PluginSet
 
+from . import ui
 from .appkeys import MAX_BATCH, MAX_BUCKETS, MAX_SAMPLES, PLUGINS
 from .auth import required_role
 from .sessions import CSRF_HEADER, SESSION_COOKIE
@@ -85,7 +86,11 @@ def _journal(function: str) -> dict[str, Any]:
 # (method, path as aiohttp's canonical form) -> operation; document() takes those the app registers
 OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/api/v1/node"): _op("This node's own status", "cluster", {200: _ok("Role, term, indexes, lag, peers, plugins.")}),
-    ("GET", "/api/v1/status"): _op("The cluster status, as seen from this node", "cluster", {200: _ok("Every node with role, lag and problems.")}),
+    ("GET", "/api/v1/status"): _op(
+        "The cluster status, as seen from this node",
+        "cluster",
+        {200: _ok("Every node with role, lag and problems; `activations`: the failover history, newest first, each with the gap its new active measured.")},
+    ),
     ("POST", "/api/v1/cluster/transfer"): _op(
         "Hand the active role to another server", "cluster", {200: _ok("The transfer's result: from, to, term.")}, (400, 409, 422), body="Transfer"
     ),
@@ -95,6 +100,27 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", PATH): _op("This document", "cluster", {200: _ok("The OpenAPI 3.1 document of this node's API.")}),
     ("POST", "/api/v1/points"): _op(
         "Report a batch of field values (one log entry)", "points", {200: _ok("`accepted`: how many updates.")}, (400, 409, 503), body="PointBatch"
+    ),
+    ("GET", "/api/v1/points"): _op(
+        "The points, sorted by name, with value, quality, time stamp, pending write, device and whether writable",
+        "points",
+        {200: _ok("`points` (at most `limit`) and `total` (how many matched).")},
+        (400,),
+        [
+            _param("prefix", "query", {"type": "string"}, "Only names starting with this."),
+            _param("search", "query", {"type": "string"}, "Only names containing this (any case)."),
+            _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 10000}, "At most this many (default 1000)."),
+        ],
+    ),
+    ("GET", "/api/v1/devices"): _op(
+        "The devices: settings, point count, and whether each runs and its last error as the active server sees it",
+        "devices",
+        {200: _ok("`devices` and `health_from` (the active server, None when it could not be asked).")},
+    ),
+    ("GET", "/api/v1/plugins"): _op(
+        "The plugins this server asked for and loaded, the drivers, functions and notifiers they registered, and problems",
+        "plugins",
+        {200: _ok("`node`, `required`, `loaded`, `drivers`, `functions`, `notifiers`, `problems`.")},
     ),
     ("GET", "/api/v1/points/{name}"): _op(
         "A point's value, quality, time stamp and pending write",
@@ -149,7 +175,12 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ),
     ("GET", "/api/v1/config"): _op("The building configuration (devices, points, functions' entries)", "config", {200: _ok("The building.", _json(_ref("BuildingConfig")))}),
     ("POST", "/api/v1/config"): _op(
-        "Apply a building configuration (validated, one log entry)", "config", {200: _ok("`changed`: documents changed.")}, (400, 409, 503), body="BuildingConfig"
+        "Apply a building configuration (validated, one log entry), or with check=1 only validate it (on any server)",
+        "config",
+        {200: _ok("`changed`: documents changed (or that would change, with `checked`).")},
+        (400, 409, 503),
+        [_param("check", "query", {"type": "boolean"}, "Validate only; commit nothing.")],
+        "BuildingConfig",
     ),
     ("GET", "/api/v1/alarms"): _op("Alarms and their states, and the notifiers' progress", "alarms", {200: _ok("`alarms` and `notifiers`.")}),
     ("GET", "/api/v1/alarms/journal"): _journal("alarms"),
@@ -296,9 +327,9 @@ def document(app: web.Application) -> dict[str, Any]:
     with a warning (and fails tests/test_openapi.py)."""
     paths: dict[str, dict[str, Any]] = {}
     for route in app.router.routes():
-        if route.method == "HEAD":
-            continue
         key = (route.method, route.resource.canonical)
+        if route.method == "HEAD" or key in ui.ROUTES:
+            continue
         if key not in OPERATIONS:
             logger.warning("route %s %s is not described in webmanager/openapi.py", *key)
             continue

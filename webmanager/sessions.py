@@ -4,6 +4,9 @@ accepts them), a CSRF token derived from the session, and POST /api/v1/login and
 Cookie `tandem_session`: base64url(JSON {"u": user, "e": expiry (epoch s), "p": password stamp}) "." base64url(HMAC-SHA256).
 The password stamp changes with the password, so setting a new password ends the user's sessions everywhere.
 Cookie `tandem_csrf` (readable by scripts): HMAC of the session cookie; send it back as X-CSRF-Token on POST/PUT/DELETE.
+The login answer also carries the session value as `session`: the UI keeps it in the tab's sessionStorage and sends it as
+a bearer token to the other servers after a failover, whose origins the cookie does not reach (no CSRF there: a
+bearer is never sent by the browser on its own).
 """
 
 from __future__ import annotations
@@ -123,7 +126,8 @@ async def login(request: web.Request) -> web.Response:
     cookie = issue(key, user, time.time())
     csrf = csrf_token(key, cookie)
     logger.info("user %s logged in from %s", user.name, request.remote)
-    response = web.json_response({"user": user.name, "role": user.role.name, "csrf": csrf, "expires_in": SESSION_SECONDS})
+    answer = {"user": user.name, "role": user.role.name, "csrf": csrf, "session": cookie, "expires_in": SESSION_SECONDS}
+    response = web.json_response(answer)
     options = {"max_age": SESSION_SECONDS, "path": "/", "samesite": "Strict", "secure": request.secure}
     response.set_cookie(SESSION_COOKIE, cookie, httponly=True, **options)
     response.set_cookie(CSRF_COOKIE, csrf, **options)

@@ -1,0 +1,150 @@
+"""The Web Manager in a real browser (Debian's chromium, headless, driven by Playwright) against a real three-process
+cluster: log in, watch a live value change, write a point, acknowledge an alarm, see the trend chart; a standby's page
+is read-only and names the active; then SIGKILL the active: the page shows the new active and values resume without a
+reload. Screenshots go to test-artifacts/<test>/screenshots/."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from cluster.cli import call_api
+from cluster.processes import LocalCluster, wait_for
+from conftest import ARTIFACTS, COUNTER, Updater, activation_since, report
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+USER, PASSWORD = "olivia", "olivia's long password"
+SETPOINT, TEMPERATURE, ALARM = "live.setpoint", "live.temperature", "live.too-hot"
+BUILDING = {
+    "points": [{"name": COUNTER}, {"name": TEMPERATURE}, {"name": SETPOINT, "writable": True}],
+    "alarms": [{"name": ALARM, "point": TEMPERATURE, "type": "high", "limit": 50.0, "priority": 10, "message": "too hot"}],
+    "trends": [{"name": COUNTER, "point": COUNTER}],
+}
+TIMEOUT_MS = 15_000
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def screenshots(request: pytest.FixtureRequest) -> Path:
+    folder = ARTIFACTS / request.node.name / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def cell(point: str) -> str:
+    return f'tr[data-point="{point}"] td.value'
+
+
+def shown_count(page: Page) -> float:
+    text = page.locator(cell(COUNTER)).text_content() or ""
+    return float(text) if text.replace(".", "", 1).isdigit() else -1.0
+
+
+def wait_count_above(page: Page, count: float) -> None:
+    """Until the page shows the counter above `count`: values arrive through the live feed, the page is not reloaded."""
+    page.wait_for_function(
+        "([selector, count]) => Number(document.querySelector(selector)?.textContent) > count", arg=[cell(COUNTER), count], timeout=TIMEOUT_MS
+    )
+
+
+def write(page: Page, point: str, value: str) -> None:
+    row = page.locator(f'tr[data-point="{point}"]')
+    row.get_by_label(f"New value for {point}").fill(value)
+    row.get_by_role("button", name="Write").click()
+    page.wait_for_function("([selector, value]) => document.querySelector(selector)?.textContent === value", arg=[cell(point), value], timeout=TIMEOUT_MS)
+
+
+def prepare(cluster: LocalCluster) -> None:
+    """The building and an operator, through the cluster token."""
+    api = cluster["main"].spec.api
+    code, answer = call_api(cluster.config, api, "POST", "/api/v1/config", BUILDING)
+    assert code == 200, answer
+    code, answer = call_api(cluster.config, api, "PUT", f"/api/v1/users/{USER}", {"role": "operator", "password": PASSWORD})
+    assert code == 201, answer
+    report(cluster, {COUNTER: 0, TEMPERATURE: 20.0, SETPOINT: 20.0})
+    wait_for(lambda: cluster.caught_up("backup", "main"), 10, "the backup to catch up")
+
+
+def test_the_web_manager_in_a_browser_follows_a_killed_active(ready_cluster, browser, screenshots):
+    cluster = ready_cluster
+    prepare(cluster)
+    main_url, backup_url = (node.url for node in cluster.config.cluster.nodes[:2])
+    errors: list[str] = []
+    context = browser.new_context(viewport={"width": 1300, "height": 900})
+    page = context.new_page()
+    page.on("pageerror", lambda error: errors.append(str(error)))
+
+    with Updater(cluster):
+        # log in on main, the active server
+        page.goto(f"{main_url}/#/points")
+        page.get_by_label("User").fill(USER)
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_selector("#connection[data-state=active][data-node=main]", timeout=TIMEOUT_MS)
+        assert page.get_by_role("link", name="Users").count() == 0  # an operator's navigation has no admin pages
+        page.evaluate("window.sameDocument = true")  # gone if the page were ever reloaded
+
+        # live values: the counter moves on the page while nothing reloads it
+        page.wait_for_selector(cell(COUNTER), timeout=TIMEOUT_MS)
+        wait_count_above(page, shown_count(page))
+        write(page, SETPOINT, "21.5")
+        page.screenshot(path=screenshots / "1-points-on-main.png", full_page=True)
+
+        # an alarm raised by a field value, acknowledged by the operator
+        report(cluster, {TEMPERATURE: 80.0})
+        page.get_by_role("link", name="Alarms").click()
+        page.wait_for_selector(f'tr[data-alarm="{ALARM}"][data-state="active-unacked"]', timeout=TIMEOUT_MS)
+        page.get_by_role("button", name=f"Acknowledge {ALARM}").click()
+        page.wait_for_selector(f'tr[data-alarm="{ALARM}"][data-state="active-acked"]', timeout=TIMEOUT_MS)
+        code, alarms = call_api(cluster.config, cluster["main"].spec.api, "GET", "/api/v1/alarms")
+        assert next(a for a in alarms["alarms"] if a["name"] == ALARM)["ack"]["user"] == USER
+        page.screenshot(path=screenshots / "2-alarm-acknowledged.png", full_page=True)
+
+        # the trend chart draws the counter's history
+        page.get_by_role("link", name="Trends").click()
+        page.wait_for_function("() => Number(document.querySelector('.chart')?.dataset.points) >= 2", timeout=TIMEOUT_MS)
+        assert page.locator(".chart canvas").count() == 1
+        page.screenshot(path=screenshots / "3-trend-chart.png", full_page=True)
+
+        # the standby's own page: read-only, naming and linking the active server
+        standby = context.new_page()
+        standby.on("pageerror", lambda error: errors.append(str(error)))
+        standby.goto(f"{backup_url}/#/points")  # the session cookie is the host's, so it is sent to this port too
+        standby.wait_for_selector("#connection[data-state=standby][data-node=backup]", timeout=TIMEOUT_MS)
+        assert "backup is a standby server: this page is read-only" in (standby.locator("#banner").text_content() or "")
+        assert standby.locator("#active-link").get_attribute("href") == f"{main_url}/"
+        standby.wait_for_selector(cell(SETPOINT), timeout=TIMEOUT_MS)
+        assert standby.locator(f'tr[data-point="{SETPOINT}"]').get_by_role("button", name="Write").is_disabled()
+        wait_count_above(standby, shown_count(standby))  # live values from the standby's replicated image
+        standby.screenshot(path=screenshots / "4-standby-read-only.png", full_page=True)
+
+        # SIGKILL the active: the page finds the backup, resubscribes and values flow again, without a reload
+        page.get_by_role("link", name="Points").click()
+        wait_count_above(page, shown_count(page))
+        before = shown_count(page)
+        cluster["main"].kill()
+        page.wait_for_selector("#connection[data-state=active][data-node=backup]", timeout=TIMEOUT_MS)
+        wait_count_above(page, before)
+        flowing = time.time()
+        activated = wait_for(lambda: activation_since(cluster, "backup"), 5, "the backup's activation")
+        assert flowing - activated < 2.0, f"values resumed {flowing - activated:.3f} s after the backup's activation"
+        assert page.evaluate("window.sameDocument") is True
+        write(page, SETPOINT, "22.5")  # through the new active, from main's page (another origin: CORS and a bearer)
+        page.screenshot(path=screenshots / "5-after-failover.png", full_page=True)
+        standby.wait_for_selector("#connection[data-state=active][data-node=backup]", timeout=TIMEOUT_MS)
+        assert standby.locator("#banner").is_hidden()
+
+    context.close()
+    assert errors == []

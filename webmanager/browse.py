@@ -1,0 +1,109 @@
+"""Read-only listings for the Web Manager's browsers: every point with its value, the devices with their health as the
+active server sees it, and the plugins this server loaded."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from cluster.node import ClusterNode
+
+from .appkeys import NODE, PEER_SESSION, PLUGINS
+from .replies import error
+
+logger = logging.getLogger(__name__)
+
+MAX_LISTED = 10_000  # points per GET /api/v1/points
+
+
+def point_json(name: str, point: Any, desired: Any = None, entry: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A point's value, the operator write still being driven to its device (if any) and, when configured, its
+    device and whether it is writable."""
+    pending = None if desired is None else {"value": desired.value, "seq": desired.seq, "user": desired.user, "error": desired.error}
+    answer = {"name": name, "value": point.value, "quality": point.quality, "timestamp": point.ts, "source": point.source, "desired": pending}
+    if entry is not None:
+        answer.update(device=entry.get("device"), writable=bool(entry.get("writable")))
+    return answer
+
+
+async def list_points(request: web.Request) -> web.Response:
+    """The points whose name starts with `prefix` (default: all) or contains `search`, sorted, at most `limit`."""
+    image = request.app[NODE].image
+    prefix, search = request.query.get("prefix", ""), request.query.get("search", "").lower()
+    try:
+        limit = int(request.query.get("limit", 1000))
+    except ValueError:
+        return error(400, "'limit' must be an integer")
+    if not 0 < limit <= MAX_LISTED:
+        return error(400, f"'limit' must be 1 to {MAX_LISTED}")
+    entries = image.documents.get("points", {})
+    names = sorted(name for name in tuple(image.points) if name.startswith(prefix) and search in name.lower())
+    points = [
+        point_json(name, image.points[name], image.desired.get(name), entries[name].body if name in entries else None)
+        for name in names[:limit]
+        if name in image.points
+    ]
+    return web.json_response({"points": points, "total": len(names)})
+
+
+async def _active_view(request: web.Request) -> tuple[str | None, dict[str, Any] | None]:
+    """The active server's name and its own status (this node's, or fetched from the active peer)."""
+    node: ClusterNode = request.app[NODE]
+    if node.is_active():
+        return node.name, node.local_status()
+    active = node.active_node()
+    if active is None:
+        return None, None
+    headers = {"Authorization": f"Bearer {node.config.api_token}"}
+    try:
+        async with request.app[PEER_SESSION].get(f"{active.url}/api/v1/node", headers=headers, ssl=active.client_ssl() or True) as response:
+            return active.name, (await response.json() if response.status == 200 else None)
+    except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError):
+        return active.name, None
+
+
+async def list_devices(request: web.Request) -> web.Response:
+    """The configured devices with their settings and, from the active server, whether each runs and its last error."""
+    image = request.app[NODE].image
+    active, view = await _active_view(request)
+    health = ((view or {}).get("plugins") or {}).get("devices") or {}
+    points = image.documents.get("points", {}).values()
+    devices = []
+    for name, document in sorted(image.documents.get("devices", {}).items()):
+        state = health.get(name)
+        devices.append(
+            {
+                "name": name,
+                **{key: value for key, value in document.body.items() if value is not None},
+                "points": sum(1 for point in points if point.body.get("device") == name),
+                "running": None if state is None else state.get("running"),
+                "error": None if state is None else state.get("error"),
+            }
+        )
+    return web.json_response({"devices": devices, "health_from": active if view is not None else None})
+
+
+async def list_plugins(request: web.Request) -> web.Response:
+    """The plugins this server asked for and loaded, what each registered, and the problems loading or running them."""
+    plugins = request.app[PLUGINS]
+    registered = {"drivers": plugins.drivers, "functions": plugins.functions, "notifiers": plugins.notifiers}
+    return web.json_response(
+        {
+            "node": request.app[NODE].name,
+            "required": plugins.required,
+            "loaded": plugins.loaded,
+            **{kind: [{"name": name, "plugin": spec.plugin} for name, spec in sorted(specs.items())] for kind, specs in registered.items()},
+            "problems": [vars(problem) for problem in plugins.problems],
+        }
+    )
+
+
+def install(app: web.Application) -> None:
+    app.router.add_get("/api/v1/points", list_points)
+    app.router.add_get("/api/v1/devices", list_devices)
+    app.router.add_get("/api/v1/plugins", list_plugins)

@@ -1,0 +1,205 @@
+// The Web Manager's link to the cluster: it knows every server, talks to one of them, follows the active server across
+// a failover and resubscribes the live feed by itself (the browser counterpart of webmanager/client.py).
+
+const FIND_INTERVAL_MS = 200;      // between rounds of asking every server who is active, while none is known
+const ASK_TIMEOUT_MS = 1000;       // per question to one server while looking for the active
+const PING_INTERVAL_MS = 1000;     // the live feed is pinged this often ...
+const PING_TIMEOUT_MS = 3000;      // ... and given up as lost when no answer came for this long (a server that vanished)
+const REQUEST_TIMEOUT_MS = 10000;
+const SESSION_KEY = "tandem.session";   // the session as a bearer token, for the other servers' origins
+const SERVERS_KEY = "tandem.servers";   // [{name, url}] of the cluster's servers
+
+export class ApiError extends Error {
+  constructor(status, message, body) {
+    super(message);
+    this.status = status;
+    this.body = body || {};
+  }
+}
+
+function cookie(name) {
+  const found = document.cookie.split("; ").find((part) => part.startsWith(name + "="));
+  return found ? decodeURIComponent(found.slice(name.length + 1)) : "";
+}
+
+export class Cluster extends EventTarget {
+  constructor() {
+    super();
+    this.home = location.origin;           // the server that served this page: the cookie and CSRF token are its own
+    this.current = location.origin;        // the server the page talks to now
+    this.servers = JSON.parse(localStorage.getItem(SERVERS_KEY) || "[]");
+    this.follow = false;                   // follow the active server (once the page talked to an active one)
+    this.role = null;                      // the last role message: {node, role, active, active_api}
+    this.subscription = { points: [], alarms: false };
+    this.ws = null;
+    this.searching = false;
+    this.lastPong = 0;
+    this.pinger = null;
+  }
+
+  get session() {
+    return localStorage.getItem(SESSION_KEY);
+  }
+
+  emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  // ---- REST ----
+
+  async request(base, method, path, body, timeout = REQUEST_TIMEOUT_MS) {
+    const same = base === this.home;
+    const headers = {};
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    if (same && method !== "GET") headers["X-CSRF-Token"] = cookie("tandem_csrf");
+    if (!same && this.session) headers.Authorization = "Bearer " + this.session;
+    const response = await fetch(base + path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      credentials: same ? "same-origin" : "omit",
+      signal: AbortSignal.timeout(timeout),
+    });
+    let data = null;
+    try {
+      data = await response.json();
+    } catch {
+      data = null;
+    }
+    if (!response.ok) throw new ApiError(response.status, (data && data.error) || response.statusText, data);
+    return data;
+  }
+
+  api(method, path, body) {
+    return this.request(this.current, method, path, body);
+  }
+
+  async login(user, password) {
+    const answer = await this.request(this.home, "POST", "/api/v1/login", { user, password });
+    localStorage.setItem(SESSION_KEY, answer.session);
+    return answer;
+  }
+
+  async logout() {
+    localStorage.removeItem(SESSION_KEY);
+    this.close();
+    await this.request(this.home, "POST", "/api/v1/logout").catch(() => null);
+  }
+
+  // Learn every server's address from the cluster status (kept for the next visit).
+  async learnServers() {
+    const status = await this.api("GET", "/api/v1/status");
+    this.servers = status.nodes.filter((n) => n.config_role !== "witness").map((n) => ({ name: n.name, url: n.url }));
+    localStorage.setItem(SERVERS_KEY, JSON.stringify(this.servers));
+    return status;
+  }
+
+  serverName(url) {
+    const server = this.servers.find((s) => s.url === url);
+    return server ? server.name : url;
+  }
+
+  urlOf(name) {
+    const server = this.servers.find((s) => s.name === name);
+    return server ? server.url : null;
+  }
+
+  get isActive() {
+    return !!this.role && this.role.role === "active";
+  }
+
+  // ---- the live feed ----
+
+  subscribe(subscription) {
+    this.subscription = { points: subscription.points || [], alarms: !!subscription.alarms };
+    this.send({ subscribe: this.subscription });
+  }
+
+  send(message) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(message));
+  }
+
+  connect() {
+    this.close();
+    const url = new URL("/api/v1/live", this.current.replace(/^http/, "ws"));
+    if (this.current !== this.home && this.session) url.searchParams.set("token", this.session);
+    const ws = new WebSocket(url);
+    this.ws = ws;
+    ws.onopen = () => {
+      this.lastPong = Date.now();
+      ws.send(JSON.stringify({ subscribe: this.subscription }));
+      this.pinger = setInterval(() => this.ping(ws), PING_INTERVAL_MS);
+    };
+    ws.onmessage = (event) => this.receive(JSON.parse(event.data));
+    ws.onclose = () => {
+      if (this.ws === ws) this.lost();
+    };
+  }
+
+  close() {
+    clearInterval(this.pinger);
+    this.pinger = null;
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) ws.close();
+  }
+
+  ping(ws) {
+    if (Date.now() - this.lastPong > PING_TIMEOUT_MS) {
+      ws.close();
+      if (this.ws === ws) this.lost();
+      return;
+    }
+    ws.send(JSON.stringify({ ping: Date.now() }));
+  }
+
+  receive(message) {
+    this.lastPong = Date.now();
+    if (message.type === "role") {
+      this.role = message;
+      if (message.role === "active") this.follow = true;
+      this.emit("role", message);
+      const activeUrl = message.active && message.active !== message.node ? this.urlOf(message.active) : null;
+      if (this.follow && message.role !== "active" && activeUrl) this.moveTo(activeUrl);
+    } else if (message.type === "points") {
+      this.emit("points", message);
+    } else if (message.type === "alarms") {
+      this.emit("alarms", message);
+    }
+  }
+
+  moveTo(url) {
+    this.current = url;
+    this.role = null;
+    this.emit("server", { url, name: this.serverName(url) });
+    this.connect();
+  }
+
+  // The connection to the current server is gone: ask every server, until one says it is active, and move there.
+  async lost() {
+    this.close();
+    this.role = null;
+    this.emit("lost", { name: this.serverName(this.current) });
+    if (this.searching) return;
+    this.searching = true;
+    try {
+      for (;;) {
+        const answers = await Promise.all(
+          this.servers.map((server) =>
+            this.request(server.url, "GET", "/api/v1/node", undefined, ASK_TIMEOUT_MS).then(
+              (view) => ({ server, view }),
+              () => null,
+            ),
+          ),
+        );
+        const active = answers.find((answer) => answer && answer.view.role === "active");
+        const standing = answers.find((answer) => answer && answer.server.url === this.current);
+        if (active) return this.moveTo(active.server.url);
+        if (standing && !this.follow) return this.moveTo(standing.server.url);  // a read-only page stays on its standby
+        await new Promise((resolve) => setTimeout(resolve, FIND_INTERVAL_MS));
+      }
+    } finally {
+      this.searching = false;
+    }
+  }
+}

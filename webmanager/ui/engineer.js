@@ -1,0 +1,282 @@
+// The engineers' and administrators' pages: schedule editor, logic editor (checked before saving), users, plugins, audit.
+
+import { h, message, parseInput, replace, table, time, value } from "./dom.js";
+
+const td = (...children) => h("td", {}, ...children);
+const DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+// Replace one kind of entry in the building configuration and check it (or apply it) on the server: the server's
+// validation is the only one, so the messages name the entry and field exactly as `tandem config apply` does.
+async function saveEntries(page, kind, entries, apply) {
+  const building = await page.api("GET", "/api/v1/config");
+  building[kind] = entries;
+  return page.api("POST", `/api/v1/config${apply ? "" : "?check=1"}`, building);
+}
+
+function problemList(error) {
+  const problems = (error.body && error.body.problems) || [];
+  return h("ul", { class: "problems", role: "alert" }, (problems.length ? problems : [error.message]).map((p) => h("li", {}, p)));
+}
+
+// An editor card: check and save buttons, and a place for the verdict.
+function editorActions(page, verdict, build, kind, others) {
+  async function run(apply) {
+    replace(verdict);
+    let entries;
+    try {
+      entries = [...others(), build()];
+    } catch (error) {
+      replace(verdict, h("ul", { class: "problems", role: "alert" }, h("li", {}, error.message)));
+      return;
+    }
+    try {
+      const answer = await saveEntries(page, kind, entries, apply);
+      replace(verdict, h("p", { class: "message ok", role: "status" }, apply ? `Saved: ${answer.changed} change(s) committed.` : `Valid: ${answer.changed} change(s) to apply.`));
+    } catch (error) {
+      replace(verdict, problemList(error));
+    }
+  }
+  const canSave = page.can("engineer");
+  return h(
+    "div",
+    { class: "actions" },
+    h("button", { type: "button", disabled: !canSave, onclick: () => run(false) }, "Check"),
+    h("button", { type: "button", class: "needs-active", disabled: !canSave, onclick: () => run(true) }, "Save"),
+  );
+}
+
+const eventsText = (events) => (events || []).map((e) => `${e.at.slice(0, 5)}=${e.value}`).join(", ");
+
+function parseEvents(text, where) {
+  return text
+    .split(",")
+    .map((part) => part.trim())
+    .filter(Boolean)
+    .map((part) => {
+      const [at, raw] = part.split("=");
+      if (raw === undefined) throw new Error(`${where}: "${part}" is not time=value, e.g. 07:00=21`);
+      return { at: at.trim(), value: parseInput(raw.trim()) };
+    });
+}
+
+function exceptionText(exception) {
+  const days = exception.date ?? (exception.from === exception.to ? exception.from : `${exception.from}..${exception.to}`);
+  return `${exception.name} ${days}: ${eventsText(exception.events)}`;
+}
+
+function parseException(line, index) {
+  const match = /^\s*(\S+)\s+(\d{4}-\d{2}-\d{2})(?:\.\.(\d{4}-\d{2}-\d{2}))?\s*:\s*(.*)$/.exec(line);
+  if (!match) throw new Error(`exception line ${index + 1}: write "name 2026-12-24..2026-12-26: 00:00=15" or "name 2027-01-01: 00:00=15"`);
+  const [, name, first, last, events] = match;
+  const days = last ? { from: first, to: last } : { date: first };
+  return { name, ...days, events: parseEvents(events, `exception ${name}`) };
+}
+
+async function schedules(page) {
+  const state = h("div");
+  const editors = h("div");
+  page.root.append(state, h("h3", {}, "Edit"), editors);
+  page.every(5000, async () => {
+    const { schedules: list } = await page.api("GET", "/api/v1/schedules");
+    const rows = list.map((s) =>
+      h("tr", {}, h("th", { scope: "row" }, s.name), td(s.point), td(s.timezone), td(s.applied ? `${value(s.applied.value)} since ${s.applied.local}` : "—"), td(s.next ? `${value(s.next.value)} at ${s.next.local}` : "—"), td(s.problem ?? "")),
+    );
+    replace(state, table(["Schedule", "Point", "Time zone", "Now", "Next", "Problem"], rows));
+  });
+  const building = await page.api("GET", "/api/v1/config");
+  let entries = building.schedules || [];
+
+  function editor(entry) {
+    const field = (label, id, initial, props = {}) => [h("label", { for: id }, label), h("input", { id, value: initial ?? "", ...props })];
+    const key = entry.name || "new";
+    const [nameLabel, name] = field("Name", `sched-${key}-name`, entry.name, { required: true, readonly: !!entry.name });
+    const [pointLabel, point] = field("Point", `sched-${key}-point`, entry.point);
+    const [zoneLabel, zone] = field("Time zone", `sched-${key}-tz`, entry.timezone || Intl.DateTimeFormat().resolvedOptions().timeZone);
+    const [defaultLabel, fallback] = field("Default value", `sched-${key}-default`, entry.default);
+    const days = DAYS.map((day) => field(day, `sched-${key}-${day}`, eventsText((entry.weekly || {})[day]), { size: 50, placeholder: "07:00=21, 18:00=17" }));
+    const exceptions = h("textarea", { id: `sched-${key}-exceptions`, rows: 3, cols: 60 }, (entry.exceptions || []).map(exceptionText).join("\n"));
+    const verdict = h("div");
+    const build = () => {
+      if (!name.value.trim()) throw new Error("the schedule needs a name");
+      const weekly = Object.fromEntries(DAYS.map((day, i) => [day, parseEvents(days[i][1].value, day)]));
+      const lines = exceptions.value.split("\n").filter((line) => line.trim());
+      const result = { name: name.value.trim(), point: point.value.trim(), timezone: zone.value.trim(), weekly, exceptions: lines.map(parseException) };
+      if (fallback.value.trim() !== "") result.default = parseInput(fallback.value);
+      return result;
+    };
+    const others = () => entries.filter((e) => e.name !== name.value.trim());
+    const remove = h("button", { type: "button", class: "needs-active", disabled: !entry.name || !page.can("engineer"), onclick: async () => {
+      if (!confirm(`Delete schedule ${entry.name}?`)) return;
+      try {
+        await saveEntries(page, "schedules", entries.filter((e) => e.name !== entry.name), true);
+        entries = entries.filter((e) => e.name !== entry.name);
+        card.remove();
+      } catch (error) {
+        replace(verdict, problemList(error));
+      }
+    } }, "Delete");
+    const card = h(
+      "fieldset",
+      { class: "editor", "data-schedule": entry.name || "" },
+      h("legend", {}, entry.name || "New schedule"),
+      h("div", { class: "grid" }, nameLabel, name, pointLabel, point, zoneLabel, zone, defaultLabel, fallback, days.flat(),
+        h("label", { for: `sched-${key}-exceptions` }, "Exceptions, one per line: name day[..day]: time=value, ..."), exceptions),
+      editorActions(page, verdict, build, "schedules", others),
+      remove,
+      verdict,
+    );
+    return card;
+  }
+
+  replace(editors, entries.map(editor), editor({}));
+}
+
+async function logic(page) {
+  const editors = h("div");
+  page.root.append(editors);
+  const [{ rules }, building] = await Promise.all([page.api("GET", "/api/v1/logic"), page.api("GET", "/api/v1/config")]);
+  const states = new Map(rules.map((r) => [r.name, r]));
+  let entries = building.logic || [];
+
+  function editor(entry) {
+    const key = entry.name || "new";
+    const name = h("input", { id: `logic-${key}-name`, value: entry.name ?? "", readonly: !!entry.name, required: true });
+    const output = h("input", { id: `logic-${key}-output`, value: entry.output ?? "" });
+    const expression = h("textarea", { id: `logic-${key}-expression`, rows: 2, cols: 70, spellcheck: "false" }, entry.expression ?? "");
+    const cycle = h("input", { id: `logic-${key}-cycle`, value: entry.cycle ?? "", size: 6, placeholder: "seconds" });
+    const verdict = h("div");
+    const rule = states.get(entry.name);
+    const status = rule
+      ? h("p", { class: rule.disabled ? "message error" : "hint" }, rule.disabled ? `Disabled: ${rule.disabled}` : `Last output: ${value(rule.last_output)}${rule.unavailable.length ? `; waiting for ${rule.unavailable.join(", ")}` : ""}`)
+      : null;
+    const build = () => {
+      if (!name.value.trim()) throw new Error("the rule needs a name");
+      const result = { ...entry, name: name.value.trim(), output: output.value.trim(), expression: expression.value };
+      if (cycle.value.trim()) result.cycle = Number(cycle.value);
+      else delete result.cycle;
+      return result;
+    };
+    const others = () => entries.filter((e) => e.name !== name.value.trim());
+    const card = h(
+      "fieldset",
+      { class: "editor", "data-rule": entry.name || "" },
+      h("legend", {}, entry.name || "New rule"),
+      h("div", { class: "grid" },
+        h("label", { for: `logic-${key}-name` }, "Name"), name,
+        h("label", { for: `logic-${key}-output` }, "Output point"), output,
+        h("label", { for: `logic-${key}-expression` }, "Expression"), expression,
+        h("label", { for: `logic-${key}-cycle` }, "Cycle (s, optional)"), cycle),
+      status,
+      editorActions(page, verdict, build, "logic", others),
+      h("button", { type: "button", class: "needs-active", disabled: !entry.name || !page.can("engineer"), onclick: async () => {
+        if (!confirm(`Delete rule ${entry.name}?`)) return;
+        try {
+          await saveEntries(page, "logic", entries.filter((e) => e.name !== entry.name), true);
+          entries = entries.filter((e) => e.name !== entry.name);
+          card.remove();
+        } catch (error) {
+          replace(verdict, problemList(error));
+        }
+      } }, "Delete"),
+      verdict,
+    );
+    return card;
+  }
+
+  page.root.insertBefore(h("p", { class: "hint" }, 'Read points with p("name"); blocks: on_delay, off_delay, latch, counter, hysteresis.'), editors);
+  replace(editors, entries.map(editor), editor({}));
+}
+
+async function users(page) {
+  const list = h("div");
+  const line = h("p", { class: "message", role: "status", "aria-live": "polite" });
+  const name = h("input", { id: "user-name", required: true, autocomplete: "off" });
+  const role = h("select", { id: "user-role" }, ["viewer", "operator", "engineer", "admin"].map((r) => h("option", { value: r }, r)));
+  const password = h("input", { id: "user-password", type: "password", autocomplete: "new-password", placeholder: "unchanged if empty" });
+
+  async function load() {
+    const data = await page.api("GET", "/api/v1/users");
+    const rows = data.users.map((user) =>
+      h("tr", { "data-user": user.name },
+        h("th", { scope: "row" }, user.name), td(user.role), td(user.password_set ? "yes" : "no"), td(user.tokens.length),
+        td(`${user.updated_by ?? ""} ${time(user.updated_ts)}`),
+        td(
+          h("button", { type: "button", class: "needs-active", onclick: () => token(user.name) }, "New API token"),
+          " ",
+          h("button", { type: "button", class: "needs-active", disabled: user.name === page.user, onclick: () => remove(user.name) }, "Delete"),
+        )),
+    );
+    replace(list, table(["User", "Role", "Password set", "API tokens", "Last changed", ""], rows));
+  }
+
+  async function attempt(work, done) {
+    try {
+      const answer = await work();
+      message(line, done(answer));
+      await load();
+    } catch (error) {
+      message(line, error.message, true);
+    }
+  }
+
+  const token = (user) => attempt(() => page.api("POST", `/api/v1/users/${encodeURIComponent(user)}/tokens`), (a) => `API token for ${user} (shown this once): ${a.token}`);
+  const remove = (user) => confirm(`Delete user ${user}?`) && attempt(() => page.api("DELETE", `/api/v1/users/${encodeURIComponent(user)}`), () => `${user} deleted`);
+  const form = h(
+    "form",
+    { class: "grid", onsubmit: (event) => {
+      event.preventDefault();
+      const body = { role: role.value, ...(password.value ? { password: password.value } : {}) };
+      attempt(() => page.api("PUT", `/api/v1/users/${encodeURIComponent(name.value.trim())}`, body), () => `${name.value} saved`).then(() => (password.value = ""));
+    } },
+    h("label", { for: "user-name" }, "User"), name,
+    h("label", { for: "user-role" }, "Role"), role,
+    h("label", { for: "user-password" }, "Password"), password,
+    h("span"), h("button", { type: "submit", class: "needs-active" }, "Add or change user"),
+  );
+  page.root.append(line, list, h("h3", {}, "Add or change a user"), form);
+  await load();
+}
+
+async function plugins(page) {
+  const data = await page.api("GET", "/api/v1/plugins");
+  const loaded = new Set(data.loaded);
+  const rows = data.required.map((name) => h("tr", {}, h("th", { scope: "row" }, name), td(loaded.has(name) ? "loaded" : "not loaded")));
+  const registered = ["drivers", "functions", "notifiers"].flatMap((kind) => data[kind].map((spec) => h("tr", {}, td(kind.slice(0, -1)), h("th", { scope: "row" }, spec.name), td(spec.plugin))));
+  const problems = data.problems.map((p) => h("tr", {}, h("th", { scope: "row" }, p.plugin), td(p.stage), td(p.error)));
+  page.root.append(
+    table(["Plugin", "State"], rows, `Plugins of ${data.node}`),
+    table(["Kind", "Name", "Registered by"], registered, "What they registered"),
+    problems.length ? table(["Plugin", "Stage", "Error"], problems, "Problems") : h("p", {}, "No plugin problems."),
+  );
+}
+
+const AUDIT_SHOWN = 500;
+
+async function audit(page) {
+  const filter = h("input", { id: "audit-filter", type: "search", placeholder: "user, action or target contains …" });
+  const list = h("div");
+  page.root.append(h("label", { for: "audit-filter" }, "Filter "), filter, list);
+  let entries = [];
+  const render = () => {
+    const needle = filter.value.toLowerCase();
+    const shown = entries.filter((e) => !needle || `${e.user} ${e.action} ${e.target} ${e.detail}`.toLowerCase().includes(needle)).slice(-AUDIT_SHOWN).reverse();
+    replace(list, table(["When", "User", "Action", "Target", "Detail"], shown.map((e) => h("tr", {}, td(time(e.ts)), td(e.user), td(e.action), td(e.target), td(e.detail)))));
+  };
+  filter.addEventListener("input", render);
+  page.every(5000, async () => {
+    const after = entries.length ? entries[entries.length - 1].seq : 0;
+    const data = await page.api("GET", `/api/v1/audit?after=${after}&limit=10000`);
+    if (data.entries.length || !entries.length) {
+      entries = entries.concat(data.entries);
+      render();
+    }
+  });
+}
+
+export const ENGINEER_PAGES = [
+  { id: "schedules", title: "Schedules", role: "viewer", render: schedules },
+  { id: "logic", title: "Logic", role: "viewer", render: logic },
+  { id: "users", title: "Users", role: "admin", render: users },
+  { id: "plugins", title: "Plugins", role: "viewer", render: plugins },
+  { id: "audit", title: "Audit log", role: "engineer", render: audit },
+];
