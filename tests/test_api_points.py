@@ -82,3 +82,65 @@ def test_standby_answers_409_naming_the_active(cluster):
 def test_witness_has_no_points_api(cluster):
     code, _ = post(cluster, "witness", {"updates": [{"name": "a", "value": 1}]})
     assert code in (404, 405)
+
+
+def get(cluster, node: str, path: str) -> tuple[int, dict]:
+    return call_api(cluster.config, cluster[node].spec.api, "GET", path)
+
+
+def test_points_are_listed_sorted_filtered_and_limited(cluster):
+    names = ["list.b", "list.a", "list.c", "other.list"]
+    assert post(cluster, "main", {"updates": [{"name": name, "value": i} for i, name in enumerate(names)]})[0] == 200
+    code, answer = get(cluster, "main", "/api/v1/points?prefix=list.")
+    assert code == 200 and [p["name"] for p in answer["points"]] == ["list.a", "list.b", "list.c"] and answer["total"] == 3
+    assert answer["points"][0]["value"] == 1 and answer["points"][0]["quality"] == "good"
+    code, answer = get(cluster, "main", "/api/v1/points?search=LIST&limit=2")
+    assert code == 200 and [p["name"] for p in answer["points"]] == ["list.a", "list.b"] and answer["total"] == 4
+    for query in ("limit=0", "limit=10001", "limit=many"):
+        code, answer = get(cluster, "main", f"/api/v1/points?{query}")
+        assert code == 400 and "limit" in answer["error"], query
+
+
+BUILDING = {
+    "devices": [{"name": "plant", "driver": "modbus", "host": "127.0.0.1", "port": 1, "poll_interval": 0.2, "timeout": 0.2}],
+    "points": [{"name": "plant.temp", "device": "plant", "register": "holding", "address": 0}, {"name": "plant.mode", "writable": True}],
+    "logic": [{"name": "follow", "output": "plant.mode", "expression": 'p("plant.temp") > 20'}],
+}
+
+
+def test_devices_show_the_health_the_active_sees_on_every_server(cluster):
+    code, answer = call_api(cluster.config, cluster["main"].spec.api, "POST", "/api/v1/config", BUILDING)
+    assert code == 200, answer
+    for node in ("main", "backup"):  # nobody listens on port 1: the device's point has no communication; its driver runs
+        def failing() -> dict | None:
+            code, answer = get(cluster, node, "/api/v1/devices")
+            device = answer["devices"][0] if code == 200 and answer["devices"] else None
+            return answer if device and device["qualities"] == {"comm-failure": 1} and answer["health_from"] == "main" else None
+
+        answer = wait_for(failing, 15, f"{node} to show the device failing")
+        device = answer["devices"][0]
+        assert (device["name"], device["driver"], device["host"], device["points"], device["running"], device["error"]) == ("plant", "modbus", "127.0.0.1", 1, True, None)
+    assert post(cluster, "main", {"updates": [{"name": "plant.mode", "value": False}]})[0] == 200
+    code, answer = get(cluster, "main", "/api/v1/points?prefix=plant.mode")
+    assert [(p["device"], p["writable"]) for p in answer["points"]] == [(None, True)]
+
+
+def test_plugins_are_listed_with_what_they_registered(cluster):
+    code, answer = get(cluster, "backup", "/api/v1/plugins")
+    assert code == 200 and answer["node"] == "backup" and answer["problems"] == []
+    assert set(answer["required"]) == set(answer["loaded"]) and "modbus" in answer["loaded"]
+    assert {"name": "modbus", "plugin": "modbus"} in answer["drivers"] and {"name": "logic", "plugin": "logic"} in answer["functions"]
+
+
+def test_a_configuration_check_validates_on_any_server_and_commits_nothing(cluster):
+    assert call_api(cluster.config, cluster["main"].spec.api, "POST", "/api/v1/config", BUILDING)[0] == 200
+    changed = {**BUILDING, "logic": [{**BUILDING["logic"][0], "expression": 'p("plant.temp") > 25'}]}
+    for node in ("main", "backup"):
+        code, answer = call_api(cluster.config, cluster[node].spec.api, "POST", "/api/v1/config?check=1", changed)
+        assert (code, answer) == (200, {"changed": 1, "checked": True}), node
+    broken = {**BUILDING, "logic": [{**BUILDING["logic"][0], "expression": 'p("plant.tmp") >'}]}
+    code, answer = call_api(cluster.config, cluster["backup"].spec.api, "POST", "/api/v1/config?check=1", broken)
+    assert code == 400 and any(problem.startswith("logic[0].expression") for problem in answer["problems"]), answer
+    code, building = get(cluster, "main", "/api/v1/config")
+    assert building["logic"][0]["expression"] == BUILDING["logic"][0]["expression"]  # a check commits nothing
+    assert call_api(cluster.config, cluster["backup"].spec.api, "POST", "/api/v1/config", changed)[0] == 409

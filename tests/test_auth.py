@@ -43,11 +43,11 @@ class Reply(NamedTuple):
 
 def call(
     cluster: LocalCluster, node: str, method: str, path: str, body: Any = None, *, token: str | None = None,
-    cookie: str | None = None, csrf: str | None = None, source: str = "127.0.0.1",
+    cookie: str | None = None, csrf: str | None = None, source: str = "127.0.0.1", headers: dict[str, str] | None = None,
 ) -> Reply:
-    """One HTTP request to `node`, with exactly the credentials given, from the loopback address `source`."""
+    """One HTTP request to `node`, with exactly the credentials (and extra headers) given, from the loopback address `source`."""
     host, port = cluster[node].spec.api.rsplit(":", 1)
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", **(headers or {})}
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
     if cookie is not None:
@@ -179,6 +179,56 @@ def test_a_session_needs_its_csrf_token_to_change_state(cluster):
     assert call(cluster, "main", "POST", "/api/v1/config", BUILDING, cookie=session.cookie, csrf=session.csrf).status == 200
     logout = call(cluster, "main", "POST", "/api/v1/logout", cookie=session.cookie)
     assert logout.status == 200 and all("Max-Age=0" in header for header in logout.headers.get_all("Set-Cookie"))
+
+
+def test_the_session_as_a_bearer_works_on_every_server_without_csrf(cluster):
+    """What the UI does after a failover: the other server's origin gets no cookie, so the page sends the session it got
+    at login as a bearer token (which a browser never sends by itself, so no CSRF token is needed)."""
+    add_user(cluster, "sam", "operator", "sam-password-1")
+    session = login(cluster, "main", "sam", "sam-password-1")
+    bearer = session.reply.json()["session"]
+    assert bearer == session.cookie
+    replicated(cluster)
+    me = call(cluster, "backup", "GET", "/api/v1/me", token=bearer)
+    assert me.status == 200 and (me.json()["user"], me.json()["via"]) == ("sam", "session-token")
+    written = call(cluster, "main", "PUT", "/api/v1/points/room.setpoint", {"value": 18.5}, token=bearer)
+    assert written.status == 200 and written.json()["source"] == "user:sam"
+    forged = call(cluster, "main", "GET", "/api/v1/me", token=bearer[:-2] + ("AA" if bearer[-2:] != "AA" else "BB"))
+    assert forged.status == 401 and "expired" in forged.json()["error"]
+
+
+def test_only_the_clusters_own_servers_may_call_across_origins(cluster):
+    main_url, backup_url = (node.url for node in cluster.config.cluster.nodes[:2])
+    preflight = {"Origin": main_url, "Access-Control-Request-Method": "PUT", "Access-Control-Request-Headers": "authorization, content-type"}
+    answer = call(cluster, "backup", "OPTIONS", "/api/v1/points/room.setpoint", headers=preflight)
+    assert answer.status == 204 and answer.headers["Access-Control-Allow-Origin"] == main_url
+    assert "Authorization" in answer.headers["Access-Control-Allow-Headers"] and "PUT" in answer.headers["Access-Control-Allow-Methods"]
+    assert "Access-Control-Allow-Credentials" not in answer.headers  # no cookies across origins
+    read = call(cluster, "main", "GET", "/api/v1/me", token=cluster.config.api_token, headers={"Origin": backup_url})
+    assert read.status == 200 and read.headers["Access-Control-Allow-Origin"] == backup_url
+    refused = call(cluster, "main", "GET", "/api/v1/me", headers={"Origin": backup_url})  # errors carry it too: the page reads them
+    assert refused.status == 401 and refused.headers["Access-Control-Allow-Origin"] == backup_url
+    for origin in ("http://evil.example", cluster.config.node("witness").url):  # not a server whose UI could follow
+        foreign = call(cluster, "main", "OPTIONS", "/api/v1/points/room.setpoint", headers={**preflight, "Origin": origin})
+        assert foreign.status == 401 and "Access-Control-Allow-Origin" not in foreign.headers
+        answer = call(cluster, "main", "GET", "/api/v1/me", token=cluster.config.api_token, headers={"Origin": origin})
+        assert answer.status == 200 and "Access-Control-Allow-Origin" not in answer.headers
+
+
+def test_the_ui_is_served_without_login_under_a_strict_content_security_policy(cluster):
+    page = call(cluster, "main", "GET", "/")
+    assert page.status == 200 and page.headers["Content-Type"].startswith("text/html") and "/ui/app.js" in page.text
+    policy = page.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "default-src 'none'" in policy and "frame-ancestors 'none'" in policy
+    backup_url = cluster.config.node("backup").url
+    assert f"{backup_url} {backup_url.replace('http', 'ws', 1)}" in policy  # the page may follow a failover there
+    script = call(cluster, "main", "GET", "/ui/connection.js")
+    assert script.status == 200 and "javascript" in script.headers["Content-Type"] and "class Cluster" in script.text
+    assert call(cluster, "main", "GET", "/ui/vendor/uPlot.iife.min.js").status == 200
+    for escape in ("/ui/../api.py", "/ui/%2e%2e/api.py", "/ui/..%2fapi.py"):  # never a file outside webmanager/ui
+        answer = call(cluster, "main", "GET", escape)
+        assert answer.status in (401, 403, 404) and "import" not in answer.text, escape
+    assert call(cluster, "witness", "GET", "/").status == 404  # the witness serves status only
 
 
 def test_failed_logins_lock_out_the_user_and_the_address(cluster):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 
+from cluster.cli import call_api
 from cluster.guard import read_acts
 from cluster.processes import holds_for, wait_for
 from conftest import get, put
@@ -39,6 +40,13 @@ def test_kill_main_backup_takes_over_then_main_fails_back(make_cluster):
     cluster["main"].start()
     assert cluster.wait_active(15, "main") == "main"
     assert_points(cluster, "main", more)
+    # the replicated failover history: the cold start, the failover with the gap the backup measured, the fail-back
+    code, status = call_api(cluster.config, cluster["backup"].spec.api, "GET", "/api/v1/status")
+    assert code == 200, status
+    history = [(a["node"], a["previous"]) for a in reversed(status["activations"])]
+    assert history[-2:] == [("backup", "main"), ("main", "backup")], history
+    failover = status["activations"][1]
+    assert 0.0 < failover["gap"] < 5.0 and failover["term"] < status["activations"][0]["term"]
 
 
 def test_manual_failback_keeps_backup_active(make_cluster):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import Counter, defaultdict
 from typing import Any
 
 import aiohttp
@@ -68,11 +69,16 @@ async def _active_view(request: web.Request) -> tuple[str | None, dict[str, Any]
 
 
 async def list_devices(request: web.Request) -> web.Response:
-    """The configured devices with their settings and, from the active server, whether each runs and its last error."""
+    """The configured devices with their settings, their points' qualities (from the replicated image) and, from the
+    active server, whether each driver runs and its last error."""
     image = request.app[NODE].image
     active, view = await _active_view(request)
     health = ((view or {}).get("plugins") or {}).get("devices") or {}
-    points = image.documents.get("points", {}).values()
+    qualities: dict[str, Counter[str]] = defaultdict(Counter)
+    for name, entry in tuple(image.documents.get("points", {}).items()):
+        device, point = entry.body.get("device"), image.points.get(name)
+        if device is not None:
+            qualities[device][point.quality if point is not None else "no value yet"] += 1
     devices = []
     for name, document in sorted(image.documents.get("devices", {}).items()):
         state = health.get(name)
@@ -80,7 +86,8 @@ async def list_devices(request: web.Request) -> web.Response:
             {
                 "name": name,
                 **{key: value for key, value in document.body.items() if value is not None},
-                "points": sum(1 for point in points if point.body.get("device") == name),
+                "points": sum(qualities[name].values()),
+                "qualities": dict(qualities[name]),
                 "running": None if state is None else state.get("running"),
                 "error": None if state is None else state.get("error"),
             }

@@ -113,7 +113,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         ],
     ),
     ("GET", "/api/v1/devices"): _op(
-        "The devices: settings, point count, and whether each runs and its last error as the active server sees it",
+        "The devices: settings, point count and their qualities, and whether each runs and its last error as the active server sees it",
         "devices",
         {200: _ok("`devices` and `health_from` (the active server, None when it could not be asked).")},
     ),

@@ -126,11 +126,17 @@ async function devices(page) {
     const data = await page.api("GET", "/api/v1/devices");
     const rows = data.devices.map((device) => {
       const address = device.address ?? (device.host ? `${device.host}:${device.port}` : "");
-      const state = device.running === null ? "unknown" : device.error ? "failing" : device.running ? "running" : "stopped";
-      return h("tr", { "data-device": device.name }, h("th", { scope: "row" }, device.name), td(device.driver), td(address), td(device.points), td(h("span", { class: `health health-${state}` }, state)), td(device.error ?? ""));
+      const good = device.qualities.good || 0;
+      const state = device.error || device.running === false ? "failing"
+        : device.points && !good ? "no communication"
+        : good < device.points ? "partly failing"
+        : device.running === null ? "unknown" : "running";
+      const qualities = Object.entries(device.qualities).map(([quality, count]) => `${count} ${quality}`).join(", ");
+      return h("tr", { "data-device": device.name }, h("th", { scope: "row" }, device.name), td(device.driver), td(address), td(device.points), td(qualities),
+        td(h("span", { class: `health health-${state.replace(/ /g, "-")}` }, state)), td(device.error ?? ""));
     });
-    const source = data.health_from ? `health as the active server ${data.health_from} sees it` : "health unknown: no active server answered";
-    replace(list, table(["Device", "Driver", "Address", "Points", "State", "Last error"], rows, source));
+    const source = data.health_from ? `drivers as the active server ${data.health_from} runs them` : "drivers unknown: no active server answered";
+    replace(list, table(["Device", "Driver", "Address", "Points", "Point qualities", "State", "Driver error"], rows, source));
   });
 }
 
