@@ -14,14 +14,14 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from cluster.cli import call_api
 from cluster.processes import LocalCluster, wait_for
-from conftest import ARTIFACTS, COUNTER, Updater, activation_since, report
+from conftest import ARTIFACTS, COUNTER, Updater, activation_since, point_view, report
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
 USER, PASSWORD = "olivia", "olivia's long password"
-SETPOINT, TEMPERATURE, ALARM = "live.setpoint", "live.temperature", "live.too-hot"
+SETPOINT, TEMPERATURE, ALARM, LOBBY = "live.setpoint", "live.temperature", "live.too-hot", "live.lobby"
 BUILDING = {
-    "points": [{"name": COUNTER}, {"name": TEMPERATURE}, {"name": SETPOINT, "writable": True}],
+    "points": [{"name": COUNTER}, {"name": TEMPERATURE}, {"name": SETPOINT, "writable": True}, {"name": LOBBY, "writable": True}],
     "alarms": [{"name": ALARM, "point": TEMPERATURE, "type": "high", "limit": 50.0, "priority": 10, "message": "too hot"}],
     "trends": [{"name": COUNTER, "point": COUNTER}],
 }
@@ -64,6 +64,11 @@ def write(page: Page, point: str, value: str) -> None:
     row.get_by_label(f"New value for {point}").fill(value)
     row.get_by_role("button", name="Write").click()
     page.wait_for_function("([selector, value]) => document.querySelector(selector)?.textContent === value", arg=[cell(point), value], timeout=TIMEOUT_MS)
+
+
+def saved(page: Page) -> None:
+    """Until the page says its editor's change was committed."""
+    page.locator(".page-message", has_text="Saved: 1 change(s) committed.").wait_for(timeout=TIMEOUT_MS)
 
 
 def prepare(cluster: LocalCluster) -> None:
@@ -147,4 +152,62 @@ def test_the_web_manager_in_a_browser_follows_a_killed_active(ready_cluster, bro
         assert standby.locator("#banner").is_hidden()
 
     context.close()
+    assert errors == []
+
+
+def test_an_engineer_edits_logic_and_schedules_with_the_servers_validation(ready_cluster, browser, screenshots):
+    cluster = ready_cluster
+    building = {**BUILDING, "logic": [{"name": "double", "output": SETPOINT, "expression": f'p("{TEMPERATURE}") * 2'}]}
+    assert call_api(cluster.config, cluster["main"].spec.api, "POST", "/api/v1/config", building)[0] == 200
+    code, answer = call_api(cluster.config, cluster["main"].spec.api, "PUT", "/api/v1/users/erin", {"role": "engineer", "password": PASSWORD})
+    assert code == 201, answer
+    errors: list[str] = []
+    page = browser.new_page(viewport={"width": 1300, "height": 900})
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.goto(f"{cluster.config.node('main').url}/#/logic")
+    page.get_by_label("User").fill("erin")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_selector("#connection[data-state=active]", timeout=TIMEOUT_MS)
+
+    # the logic editor: a wrong point name is refused with the server's message, naming the rule's field
+    rule = page.locator('fieldset[data-rule="double"]')
+    rule.wait_for(timeout=TIMEOUT_MS)
+    rule.get_by_label("Expression").fill('p("live.temprature") * 2')
+    rule.get_by_role("button", name="Check").click()
+    problem = rule.locator(".problems li").first
+    problem.wait_for(timeout=TIMEOUT_MS)
+    assert "logic[0].expression" in (problem.text_content() or "") and "live.temprature" in (problem.text_content() or "")
+    page.screenshot(path=screenshots / "1-logic-refused.png", full_page=True)
+    rule.get_by_label("Expression").fill(f'p("{TEMPERATURE}") * 3')
+    rule.get_by_role("button", name="Save").click()
+    saved(page)
+    report(cluster, {TEMPERATURE: 7.0})
+    wait_for(lambda: (point_view(cluster, "main", SETPOINT) or {}).get("value") == 21.0, 10, "the edited rule to act")
+
+    # the schedule editor: a new schedule, its events typed as time=value, saved through the same check
+    page.get_by_role("link", name="Schedules").click()
+    editor = page.locator('fieldset[data-schedule=""]')
+    editor.get_by_label("Name", exact=True).fill("lobby")
+    editor.get_by_label("Point", exact=True).fill(COUNTER)
+    editor.get_by_label("Time zone", exact=True).fill("Europe/Berlin")
+    editor.get_by_label("mon", exact=True).fill("07:00=21, 18:00=17")
+    editor.get_by_label("Exceptions").fill("holiday 2026-12-24..2026-12-26: 00:00=15")
+    editor.get_by_role("button", name="Save").click()
+    editor.locator(".problems li").first.wait_for(timeout=TIMEOUT_MS)  # a field value, not a point a schedule may drive
+    assert "schedules[0].point" in (editor.locator(".problems").text_content() or "")
+    editor.get_by_label("Point", exact=True).fill(LOBBY)
+    editor.get_by_role("button", name="Save").click()
+    saved(page)
+    page.locator('fieldset[data-schedule="lobby"]').wait_for(timeout=TIMEOUT_MS)  # drawn anew: now an existing schedule
+    code, config = call_api(cluster.config, cluster["main"].spec.api, "GET", "/api/v1/config")
+    lobby = next(s for s in config["schedules"] if s["name"] == "lobby")
+    assert [e["value"] for e in lobby["weekly"]["mon"]] == [21, 17] and lobby["exceptions"][0]["from"] == "2026-12-24"
+    page.screenshot(path=screenshots / "2-schedule-saved.png", full_page=True)
+
+    # the audit log shows who changed the configuration
+    page.get_by_role("link", name="Audit log").click()
+    page.locator("main table tbody tr", has_text="erin").first.wait_for(timeout=TIMEOUT_MS)
+    page.screenshot(path=screenshots / "3-audit.png", full_page=True)
     assert errors == []

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 from cluster.processes import wait_for
 
@@ -52,6 +53,14 @@ def test_demo_runs_the_building_and_stops_cleanly(tmp_path):
         intro = read_until(demo, "Stop with Ctrl-C", 60)
         assert "demo-building.toml (applied)" in intro and "log in as admin with the one-time password: " in intro
         config = next(line.split("=", 1)[1].strip() for line in intro.splitlines() if "export TANDEM_CONFIG=" in line)
+        pages = [line.split()[0] for line in intro.splitlines() if " API: " in line]
+        password = intro.split("one-time password: ", 1)[1].split()[0]
+        assert pages == ["http://127.0.0.1:8001/", "http://127.0.0.1:8002/"]
+        with urllib.request.urlopen(pages[0], timeout=10) as page:
+            assert page.status == 200 and b"/ui/app.js" in page.read()
+        login = urllib.request.Request(f"{pages[0]}api/v1/login", json.dumps({"user": "admin", "password": password}).encode(), {"Content-Type": "application/json"})
+        with urllib.request.urlopen(login, timeout=10) as answer:
+            assert json.load(answer)["role"] == "admin"  # the printed password logs in
         first = wait_for(lambda: good_value(config, "ahu1.supply_temp"), 20, "a good supply temperature from the simulated AHU")
         assert 20.0 <= first <= 26.0
         wait_for(lambda: good_value(config, "room1.temp"), 20, "a room temperature from the simulated BACnet device")

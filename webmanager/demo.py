@@ -98,12 +98,12 @@ def _print_intro(cluster: LocalCluster, workdir: Path, config_path: Path, active
     print("  simulated devices: ahu1 modbus 127.0.0.1:15020, meter1 modbus 127.0.0.1:15021, rooms bacnet 127.0.0.1:47820")
     print(f"  building: {DEMO_BUILDING} (applied)")
     print(f"active: {active}\n")
-    print("Web Manager (API):")
+    print("Web Manager (open either in a browser; the page follows the active server by itself):")
     for node in cluster.nodes.values():
         if node.spec.is_server:
-            print(f"  {node.spec.url}/api/v1/openapi.json")
+            print(f"  {node.spec.url}/    API: {node.spec.url}/api/v1/openapi.json")
     print(f"  log in as admin with the one-time password: {password}")
-    print("  (POST /api/v1/login; or `tandem user add NAME --role operator`, `tandem user token NAME` for API tokens)\n")
+    print("  (more users: the Users page, or `tandem user add NAME --role operator`; `tandem user token NAME` for API tokens)\n")
     print("Try, in another terminal:")
     print(f"  export TANDEM_CONFIG={config_path}")
     print("  tandem status")

@@ -67,5 +67,7 @@ export function parseInput(text) {
 // A status line that screen readers announce: message(el, "saved") / message(el, "failed: ...", true)
 export function message(element, text, isError = false) {
   element.textContent = text;
-  element.className = isError ? "message error" : "message ok";
+  element.classList.add("message");
+  element.classList.toggle("error", isError);
+  element.classList.toggle("ok", !isError);
 }

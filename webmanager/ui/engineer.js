@@ -5,44 +5,65 @@ import { h, message, parseInput, replace, table, time, value } from "./dom.js";
 const td = (...children) => h("td", {}, ...children);
 const DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
-// Replace one kind of entry in the building configuration and check it (or apply it) on the server: the server's
-// validation is the only one, so the messages name the entry and field exactly as `tandem config apply` does.
-async function saveEntries(page, kind, entries, apply) {
+// Change one kind of entry in the building configuration as it is now (`change(entries)` -> entries) and check it (or
+// apply it) on the server: the server's validation is the only one, so the messages name the entry and field exactly
+// as `tandem config apply` does.
+async function saveEntries(page, kind, change, apply) {
   const building = await page.api("GET", "/api/v1/config");
-  building[kind] = entries;
+  building[kind] = change(building[kind] || []);
   return page.api("POST", `/api/v1/config${apply ? "" : "?check=1"}`, building);
 }
+
+const upsert = (entry) => (entries) =>
+  entries.some((e) => e.name === entry.name) ? entries.map((e) => (e.name === entry.name ? entry : e)) : [...entries, entry];
+const without = (name) => (entries) => entries.filter((e) => e.name !== name);
 
 function problemList(error) {
   const problems = (error.body && error.body.problems) || [];
   return h("ul", { class: "problems", role: "alert" }, (problems.length ? problems : [error.message]).map((p) => h("li", {}, p)));
 }
 
-// An editor card: check and save buttons, and a place for the verdict.
-function editorActions(page, verdict, build, kind, others) {
-  async function run(apply) {
+// An editor card's buttons: check, save and delete its entry; the verdict goes to `verdict`, and after a change is
+// committed `saved(text)` draws the editors anew from the configuration.
+function editorActions(page, { verdict, build, kind, name, saved }) {
+  async function run(change, apply) {
     replace(verdict);
-    let entries;
     try {
-      entries = [...others(), build()];
-    } catch (error) {
-      replace(verdict, h("ul", { class: "problems", role: "alert" }, h("li", {}, error.message)));
-      return;
-    }
-    try {
-      const answer = await saveEntries(page, kind, entries, apply);
-      replace(verdict, h("p", { class: "message ok", role: "status" }, apply ? `Saved: ${answer.changed} change(s) committed.` : `Valid: ${answer.changed} change(s) to apply.`));
+      const answer = await saveEntries(page, kind, change, apply);
+      if (apply) await saved(`Saved: ${answer.changed} change(s) committed.`);
+      else replace(verdict, h("p", { class: "message ok", role: "status" }, `Valid: ${answer.changed} change(s) to apply.`));
     } catch (error) {
       replace(verdict, problemList(error));
     }
   }
+  const edited = (apply) => {
+    let entry;
+    try {
+      entry = build();
+    } catch (error) {
+      return replace(verdict, h("ul", { class: "problems", role: "alert" }, h("li", {}, error.message)));
+    }
+    return run(upsert(entry), apply);
+  };
   const canSave = page.can("engineer");
   return h(
     "div",
     { class: "actions" },
-    h("button", { type: "button", disabled: !canSave, onclick: () => run(false) }, "Check"),
-    h("button", { type: "button", class: "needs-active", disabled: !canSave, onclick: () => run(true) }, "Save"),
+    h("button", { type: "button", disabled: !canSave, onclick: () => edited(false) }, "Check"),
+    h("button", { type: "button", class: "needs-active", disabled: !canSave, onclick: () => edited(true) }, "Save"),
+    h("button", { type: "button", class: "needs-active", disabled: !canSave || !name, onclick: () => confirm(`Delete ${name}?`) && run(without(name), true) }, "Delete"),
   );
+}
+
+// Draw one editor card per entry of `kind`, and an empty one for a new entry; again after every saved change (after
+// `refresh()`, which fetches what the cards show besides the configuration).
+async function editors(page, kind, box, editor, refresh = async () => {}) {
+  const draw = async (text) => {
+    const [building] = await Promise.all([page.api("GET", "/api/v1/config"), refresh()]);
+    replace(box, (building[kind] || []).map((entry) => editor(entry, draw)), editor({}, draw));
+    if (text) message(page.root.querySelector(".page-message"), text);
+  };
+  await draw();
 }
 
 const eventsText = (events) => (events || []).map((e) => `${e.at.slice(0, 5)}=${e.value}`).join(", ");
@@ -74,8 +95,8 @@ function parseException(line, index) {
 
 async function schedules(page) {
   const state = h("div");
-  const editors = h("div");
-  page.root.append(state, h("h3", {}, "Edit"), editors);
+  const box = h("div");
+  page.root.append(state, h("h3", {}, "Edit"), box);
   page.every(5000, async () => {
     const { schedules: list } = await page.api("GET", "/api/v1/schedules");
     const rows = list.map((s) =>
@@ -83,10 +104,7 @@ async function schedules(page) {
     );
     replace(state, table(["Schedule", "Point", "Time zone", "Now", "Next", "Problem"], rows));
   });
-  const building = await page.api("GET", "/api/v1/config");
-  let entries = building.schedules || [];
-
-  function editor(entry) {
+  function editor(entry, saved) {
     const field = (label, id, initial, props = {}) => [h("label", { for: id }, label), h("input", { id, value: initial ?? "", ...props })];
     const key = entry.name || "new";
     const [nameLabel, name] = field("Name", `sched-${key}-name`, entry.name, { required: true, readonly: !!entry.name });
@@ -104,41 +122,26 @@ async function schedules(page) {
       if (fallback.value.trim() !== "") result.default = parseInput(fallback.value);
       return result;
     };
-    const others = () => entries.filter((e) => e.name !== name.value.trim());
-    const remove = h("button", { type: "button", class: "needs-active", disabled: !entry.name || !page.can("engineer"), onclick: async () => {
-      if (!confirm(`Delete schedule ${entry.name}?`)) return;
-      try {
-        await saveEntries(page, "schedules", entries.filter((e) => e.name !== entry.name), true);
-        entries = entries.filter((e) => e.name !== entry.name);
-        card.remove();
-      } catch (error) {
-        replace(verdict, problemList(error));
-      }
-    } }, "Delete");
-    const card = h(
+    return h(
       "fieldset",
       { class: "editor", "data-schedule": entry.name || "" },
       h("legend", {}, entry.name || "New schedule"),
       h("div", { class: "grid" }, nameLabel, name, pointLabel, point, zoneLabel, zone, defaultLabel, fallback, days.flat(),
         h("label", { for: `sched-${key}-exceptions` }, "Exceptions, one per line: name day[..day]: time=value, ..."), exceptions),
-      editorActions(page, verdict, build, "schedules", others),
-      remove,
+      editorActions(page, { verdict, build, kind: "schedules", name: entry.name, saved }),
       verdict,
     );
-    return card;
   }
 
-  replace(editors, entries.map(editor), editor({}));
+  await editors(page, "schedules", box, editor);
 }
 
 async function logic(page) {
-  const editors = h("div");
-  page.root.append(editors);
-  const [{ rules }, building] = await Promise.all([page.api("GET", "/api/v1/logic"), page.api("GET", "/api/v1/config")]);
-  const states = new Map(rules.map((r) => [r.name, r]));
-  let entries = building.logic || [];
+  const box = h("div");
+  page.root.append(h("p", { class: "hint" }, 'Read points with p("name"); blocks: on_delay, off_delay, latch, counter, hysteresis.'), box);
+  let states = new Map();
 
-  function editor(entry) {
+  function editor(entry, saved) {
     const key = entry.name || "new";
     const name = h("input", { id: `logic-${key}-name`, value: entry.name ?? "", readonly: !!entry.name, required: true });
     const output = h("input", { id: `logic-${key}-output`, value: entry.output ?? "" });
@@ -156,8 +159,7 @@ async function logic(page) {
       else delete result.cycle;
       return result;
     };
-    const others = () => entries.filter((e) => e.name !== name.value.trim());
-    const card = h(
+    return h(
       "fieldset",
       { class: "editor", "data-rule": entry.name || "" },
       h("legend", {}, entry.name || "New rule"),
@@ -167,24 +169,15 @@ async function logic(page) {
         h("label", { for: `logic-${key}-expression` }, "Expression"), expression,
         h("label", { for: `logic-${key}-cycle` }, "Cycle (s, optional)"), cycle),
       status,
-      editorActions(page, verdict, build, "logic", others),
-      h("button", { type: "button", class: "needs-active", disabled: !entry.name || !page.can("engineer"), onclick: async () => {
-        if (!confirm(`Delete rule ${entry.name}?`)) return;
-        try {
-          await saveEntries(page, "logic", entries.filter((e) => e.name !== entry.name), true);
-          entries = entries.filter((e) => e.name !== entry.name);
-          card.remove();
-        } catch (error) {
-          replace(verdict, problemList(error));
-        }
-      } }, "Delete"),
+      editorActions(page, { verdict, build, kind: "logic", name: entry.name, saved }),
       verdict,
     );
-    return card;
   }
 
-  page.root.insertBefore(h("p", { class: "hint" }, 'Read points with p("name"); blocks: on_delay, off_delay, latch, counter, hysteresis.'), editors);
-  replace(editors, entries.map(editor), editor({}));
+  await editors(page, "logic", box, editor, async () => {
+    const { rules } = await page.api("GET", "/api/v1/logic");
+    states = new Map(rules.map((r) => [r.name, r]));
+  });
 }
 
 async function users(page) {
