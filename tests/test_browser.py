@@ -211,3 +211,24 @@ def test_an_engineer_edits_logic_and_schedules_with_the_servers_validation(ready
     page.locator("main table tbody tr", has_text="erin").first.wait_for(timeout=TIMEOUT_MS)
     page.screenshot(path=screenshots / "3-audit.png", full_page=True)
     assert errors == []
+
+
+def test_an_admin_moves_the_active_role_and_the_page_follows(ready_cluster, browser):
+    cluster = ready_cluster
+    code, answer = call_api(cluster.config, cluster["main"].spec.api, "PUT", "/api/v1/users/ada", {"role": "admin", "password": PASSWORD})
+    assert code == 201, answer
+    errors: list[str] = []
+    page = browser.new_page()
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.goto(f"{cluster.config.node('main').url}/#/dashboard")
+    page.get_by_label("User").fill("ada")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_selector("#connection[data-state=active][data-node=main]", timeout=TIMEOUT_MS)
+    assert page.locator('tr[data-node="witness"] button').count() == 0  # the witness is never offered
+    page.get_by_role("button", name="Make backup active").click()
+    page.wait_for_selector("#connection[data-state=active][data-node=backup]", timeout=TIMEOUT_MS)
+    page.locator('tr[data-node="main"] .role-standby').wait_for(timeout=TIMEOUT_MS)  # the dashboard, now from the backup
+    assert cluster.active() == "backup"
+    assert errors == []

@@ -126,10 +126,10 @@ function showLost(detail) {
   document.body.classList.add("read-only");
   syncReadOnly();
   const line = el("connection");
-  line.textContent = `Connection to ${detail.name} lost: looking for the active server …`;
+  line.textContent = `${detail.why}: looking for the active server …`;
   line.dataset.state = "lost";
   el("banner").hidden = false;
-  replace(el("banner"), `Lost ${detail.name}. Values shown may be old until the active server is found.`);
+  replace(el("banner"), `${detail.why}. Values shown may be old until the active server is found.`);
 }
 
 function buildNav() {

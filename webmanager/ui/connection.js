@@ -159,8 +159,11 @@ export class Cluster extends EventTarget {
       this.role = message;
       if (message.role === "active") this.follow = true;
       this.emit("role", message);
-      const activeUrl = message.active && message.active !== message.node ? this.urlOf(message.active) : null;
-      if (this.follow && message.role !== "active" && activeUrl) this.moveTo(activeUrl);
+      if (this.follow && message.role !== "active") {  // the role moved away (a transfer, a lost lease): follow it
+        const activeUrl = message.active && message.active !== message.node ? this.urlOf(message.active) : null;
+        if (activeUrl) this.moveTo(activeUrl);
+        else this.lost(`${message.node} is no longer active`);
+      }
     } else if (message.type === "points") {
       this.emit("points", message);
     } else if (message.type === "alarms") {
@@ -175,11 +178,12 @@ export class Cluster extends EventTarget {
     this.connect();
   }
 
-  // The connection to the current server is gone: ask every server, until one says it is active, and move there.
-  async lost() {
+  // The connection to the current server is gone (or it is no longer active): ask every server, until one says it is
+  // active, and move there.
+  async lost(why = `Connection to ${this.serverName(this.current)} lost`) {
     this.close();
     this.role = null;
-    this.emit("lost", { name: this.serverName(this.current) });
+    this.emit("lost", { why });
     if (this.searching) return;
     this.searching = true;
     try {
