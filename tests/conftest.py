@@ -156,13 +156,15 @@ class Updater:
         apis = [self.cluster[name].spec.api for name in ("main", "backup")]
         while not self._stop.is_set():
             body = {"updates": [{"name": COUNTER, "value": self.sent + 1}]}
-            for api in apis:
+            for api in list(apis):
                 try:
-                    if call_api(self.cluster.config, api, "POST", "/api/v1/points", body, timeout=0.5)[0] == 200:
+                    if call_api(self.cluster.config, api, "POST", "/api/v1/points", body, timeout=0.2)[0] == 200:
                         self.sent += 1
                         break
                 except OSError:
-                    continue
+                    pass
+                apis.remove(api)  # refused, or no answer (a paused server): ask it last from now on
+                apis.append(api)
             self._stop.wait(0.02)
 
     def __enter__(self) -> Updater:

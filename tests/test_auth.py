@@ -3,6 +3,7 @@ sessions across a failover, the first admin created once, password changes endin
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import http.client
 import ipaddress
@@ -23,7 +24,9 @@ from cluster.cli import call_api
 from cluster.processes import LocalCluster, wait_for, write_config
 from cluster.state import ProcessImage, Rejected
 from conftest import module_cluster, report
+from driver_kit import until
 from webmanager import users
+from webmanager.client import TandemClient
 from webmanager.user_api import PASSWORD_LINE
 
 BUILDING = {
@@ -386,5 +389,18 @@ def test_with_tls_the_api_speaks_https_and_the_session_cookie_is_secure(tmp_path
         with pytest.raises((ConnectionError, http.client.BadStatusLine)):
             plain.request("GET", "/api/v1/node")
             plain.getresponse()
+        asyncio.run(follow_over_tls(cluster, cert))
     finally:
         cluster.stop()
+
+
+async def follow_over_tls(cluster: LocalCluster, cert: str) -> None:
+    """The Python client over https: it finds the active, subscribes and writes, verifying the nodes' certificate."""
+    servers = [node.url for node in cluster.config.cluster.nodes]
+    received: list[dict] = []
+    context = ssl.create_default_context(cafile=cert)
+    async with TandemClient(servers, cluster.config.api_token, on_message=received.append, ssl=context) as client:
+        await client.subscribe(points=["tls.point"])
+        assert (await client.write("tls.point", 5))["value"] == 5
+        await until(lambda: any(v["value"] == 5 for m in received if m["type"] == "points" for v in m["values"]), "the value over wss", 10)
+        assert client.connected_to == cluster.config.node("main").url and client.active == "main"

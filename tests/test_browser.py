@@ -5,6 +5,7 @@ reload. Screenshots go to test-artifacts/<test>/screenshots/."""
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,6 +67,15 @@ def write(page: Page, point: str, value: str) -> None:
     page.wait_for_function("([selector, value]) => document.querySelector(selector)?.textContent === value", arg=[cell(point), value], timeout=TIMEOUT_MS)
 
 
+def log_in(page: Page, url: str, user: str, node: str = "main") -> None:
+    """Open `url`, log in as `user` (password PASSWORD) and wait until the page talks to the active `node`."""
+    page.goto(url)
+    page.get_by_label("User").fill(user)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_selector(f"#connection[data-state=active][data-node={node}]", timeout=TIMEOUT_MS)
+
+
 def saved(page: Page) -> None:
     """Until the page says its editor's change was committed."""
     page.locator(".page-message", has_text="Saved: 1 change(s) committed.").wait_for(timeout=TIMEOUT_MS)
@@ -93,11 +103,7 @@ def test_the_web_manager_in_a_browser_follows_a_killed_active(ready_cluster, bro
 
     with Updater(cluster):
         # log in on main, the active server
-        page.goto(f"{main_url}/#/points")
-        page.get_by_label("User").fill(USER)
-        page.get_by_label("Password").fill(PASSWORD)
-        page.get_by_role("button", name="Log in").click()
-        page.wait_for_selector("#connection[data-state=active][data-node=main]", timeout=TIMEOUT_MS)
+        log_in(page, f"{main_url}/#/points", USER)
         assert page.get_by_role("link", name="Users").count() == 0  # an operator's navigation has no admin pages
         page.evaluate("window.sameDocument = true")  # gone if the page were ever reloaded
 
@@ -165,11 +171,7 @@ def test_an_engineer_edits_logic_and_schedules_with_the_servers_validation(ready
     page = browser.new_page(viewport={"width": 1300, "height": 900})
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.on("dialog", lambda dialog: dialog.accept())
-    page.goto(f"{cluster.config.node('main').url}/#/logic")
-    page.get_by_label("User").fill("erin")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_selector("#connection[data-state=active]", timeout=TIMEOUT_MS)
+    log_in(page, f"{cluster.config.node('main').url}/#/logic", "erin")
 
     # the logic editor: a wrong point name is refused with the server's message, naming the rule's field
     rule = page.locator('fieldset[data-rule="double"]')
@@ -221,14 +223,32 @@ def test_an_admin_moves_the_active_role_and_the_page_follows(ready_cluster, brow
     page = browser.new_page()
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.on("dialog", lambda dialog: dialog.accept())
-    page.goto(f"{cluster.config.node('main').url}/#/dashboard")
-    page.get_by_label("User").fill("ada")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_selector("#connection[data-state=active][data-node=main]", timeout=TIMEOUT_MS)
+    log_in(page, f"{cluster.config.node('main').url}/#/dashboard", "ada")
     assert page.locator('tr[data-node="witness"] button').count() == 0  # the witness is never offered
     page.get_by_role("button", name="Make backup active").click()
     page.wait_for_selector("#connection[data-state=active][data-node=backup]", timeout=TIMEOUT_MS)
     page.locator('tr[data-node="main"] .role-standby').wait_for(timeout=TIMEOUT_MS)  # the dashboard, now from the backup
     assert cluster.active() == "backup"
     assert errors == []
+
+
+def test_the_page_leaves_an_active_that_stopped_answering(ready_cluster, browser):
+    """SIGSTOP: the active's connections stay open but nothing comes (as after a power cut or a pulled cable); the page's
+    pings notice it, and values flow from the backup within 2 s of its activation."""
+    cluster = ready_cluster
+    prepare(cluster)
+    page = browser.new_page()
+    with Updater(cluster):
+        log_in(page, f"{cluster.config.node('main').url}/#/points", USER)
+        page.wait_for_selector(cell(COUNTER), timeout=TIMEOUT_MS)
+        wait_count_above(page, shown_count(page))
+        before = shown_count(page)
+        cluster["main"].signal(signal.SIGSTOP)
+        try:
+            page.wait_for_selector("#connection[data-state=active][data-node=backup]", timeout=TIMEOUT_MS)
+            wait_count_above(page, before)
+            flowing = time.time()
+            activated = wait_for(lambda: activation_since(cluster, "backup"), 5, "the backup's activation")
+            assert flowing - activated < 2.0, f"values resumed {flowing - activated:.3f} s after the backup's activation"
+        finally:
+            cluster["main"].signal(signal.SIGCONT)

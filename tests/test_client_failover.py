@@ -4,7 +4,10 @@ planned transfer by itself, keeps its subscription and has values flowing again 
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
+
+import pytest
 
 from cluster.cli import call_api
 from cluster.processes import LocalCluster
@@ -40,7 +43,10 @@ def servers(cluster: LocalCluster) -> list[str]:
     return [node.api for node in cluster.config.cluster.nodes]
 
 
-async def test_the_client_follows_a_killed_active_and_values_flow_again_within_2_s(ready_cluster):
+@pytest.mark.parametrize("fail", ["kill", "pause"])
+async def test_the_client_follows_a_failed_active_and_values_flow_again_within_2_s(ready_cluster, fail):
+    """kill: SIGKILL closes the connections at once. pause: SIGSTOP leaves them open with nothing coming (as after a
+    power cut); the client's heartbeat notices."""
     cluster = ready_cluster
     received = Received()
     async with TandemClient(servers(cluster), cluster.config.api_token, on_message=received) as client:
@@ -50,13 +56,14 @@ async def test_the_client_follows_a_killed_active_and_values_flow_again_within_2
             assert (client.active, client.connected_to) == ("main", cluster["main"].spec.api)
             before = received.last_count()
             killed = time.time()
-            await asyncio.to_thread(cluster["main"].kill)
+            await asyncio.to_thread(cluster["main"].kill if fail == "kill" else lambda: cluster["main"].signal(signal.SIGSTOP))
             written = asyncio.create_task(client.write("live.set", 7))  # retried until the backup takes it
             flowing = await until(lambda: received.counter_after(killed, before), "values flowing again", 10)
             activated = await until(lambda: activation_since(cluster, "backup"), "backup active", 5)
             assert (client.active, client.connected_to) == ("backup", cluster["backup"].spec.api)
             assert flowing - activated < 2.0, f"values flowed {flowing - activated:.3f} s after the backup's activation"
             assert (await asyncio.wait_for(written, 15))["value"] == 7
+        cluster["main"].signal(signal.SIGCONT)
         snapshots = [m for arrived, m in received.messages if arrived > killed and m.get("snapshot")]
         assert snapshots and {item["name"] for m in snapshots for item in m["values"]} == {POINT}  # resubscribed, same points
 

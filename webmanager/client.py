@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import json
 import logging
+import ssl as ssl_module
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
@@ -43,7 +44,9 @@ class TandemClient:
     keeps the subscription: when the connection drops or the server says it is no longer active, it finds the new
     active, reconnects and subscribes again, which starts with a fresh snapshot ("snapshot": true).
 
-    `servers` are the API addresses (host:port) of all cluster nodes, `token` the API's bearer token. Messages go to
+    `servers` are the API addresses of all cluster nodes: host:port (http), or https://host:port for nodes with TLS, whose
+    certificates `ssl` verifies (an ssl.SSLContext, e.g. one trusting a self-signed certificate; default: the system's
+    trust store). `token` is the API's bearer token. Messages go to
     `on_message` (a function or coroutine function) if given, else to `updates()`, which holds at most `buffer` of
     them: a reader that falls behind stops the client reading, and the server drops it, so it reconnects with a fresh
     snapshot. `heartbeat` seconds between pings detects a server that vanished without closing the connection.
@@ -56,8 +59,9 @@ class TandemClient:
         *,
         on_message: Callable[[Message], Awaitable[None] | None] | None = None,
         buffer: int = 1000,
-        heartbeat: float = 2.0,
+        heartbeat: float = 1.0,
         request_timeout: float = 1.0,
+        ssl: ssl_module.SSLContext | bool = True,
     ) -> None:
         if not servers:
             raise ValueError("name at least one server (host:port)")
@@ -65,6 +69,7 @@ class TandemClient:
         self.connected_to: str | None = None  # the server (host:port) the live feed is connected to
         self.active: str | None = None  # the active server's name, as last learned
         self._headers = {"Authorization": f"Bearer {token}"}
+        self._ssl = ssl
         self._on_message = on_message
         self._messages: asyncio.Queue[Message] = asyncio.Queue(buffer)
         self._heartbeat = heartbeat
@@ -76,7 +81,7 @@ class TandemClient:
         self._runner: asyncio.Task | None = None
 
     async def __aenter__(self) -> TandemClient:
-        self._session = aiohttp.ClientSession(headers=self._headers)
+        self._session = aiohttp.ClientSession(headers=self._headers, connector=aiohttp.TCPConnector(ssl=self._ssl))
         self._runner = asyncio.create_task(self._run(), name="tandem live feed")
         return self
 
@@ -116,7 +121,7 @@ class TandemClient:
                 return answer
             if status is not None and not (status == 409 and "active" in answer) and status != 503:
                 raise TandemError(answer.get("error", f"HTTP {status}"), status)
-            self._active_api = answer.get("active_api") if status == 409 else None  # not (or no longer) the active
+            self._active_api = self._named(answer.get("active_api")) if status == 409 else None  # not (or no longer) the active
             if loop.time() + delay > deadline:
                 raise TandemError(f"no active server accepted the write within {timeout} s", status)
             await asyncio.sleep(delay)
@@ -154,7 +159,7 @@ class TandemClient:
     async def _role(self, api: str) -> tuple[str, str] | None:
         assert self._session is not None
         try:
-            async with self._session.get(f"http://{api}/api/v1/node", timeout=self._timeout) as response:
+            async with self._session.get(f"{_url(api)}/api/v1/node", timeout=self._timeout) as response:
                 view = await response.json() if response.status == 200 else {}
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
             return None
@@ -163,7 +168,7 @@ class TandemClient:
     async def _put(self, api: str, path: str, body: Message) -> tuple[int | None, Message]:
         assert self._session is not None
         try:
-            async with self._session.put(f"http://{api}{path}", json=body, timeout=self._timeout) as response:
+            async with self._session.put(f"{_url(api)}{path}", json=body, timeout=self._timeout) as response:
                 return response.status, await response.json()
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
             return None, {}
@@ -191,7 +196,7 @@ class TandemClient:
         assert self._session is not None
         greeted = False
         async with asyncio.timeout(self._timeout.total):
-            ws = await self._session.ws_connect(f"http://{api}/api/v1/live", heartbeat=self._heartbeat, max_msg_size=0)
+            ws = await self._session.ws_connect(f"{_url(api)}/api/v1/live", heartbeat=self._heartbeat, max_msg_size=0)
         async with ws:
             self._ws, self.connected_to = ws, api
             if self._subscription is not None:
@@ -212,8 +217,12 @@ class TandemClient:
         if role["role"] == "active":
             self.active, self._active_api = role["node"], self.connected_to
             return True
-        self.active, self._active_api = role.get("active"), role.get("active_api")
+        self.active, self._active_api = role.get("active"), self._named(role.get("active_api"))
         return False
+
+    def _named(self, api: str | None) -> str | None:
+        """The server as `servers` names it, for an address (host:port) the cluster answered, which has no scheme."""
+        return next((server for server in self.servers if server.split("://", 1)[-1] == api), api)
 
     async def _deliver(self, message: Message) -> None:
         if self._on_message is None:
@@ -222,3 +231,8 @@ class TandemClient:
         outcome = self._on_message(message)
         if inspect.isawaitable(outcome):
             await outcome
+
+
+def _url(api: str) -> str:
+    """A server's base URL: as given when it names a scheme, else plain http."""
+    return api if "://" in api else f"http://{api}"
