@@ -127,6 +127,17 @@ def test_the_web_manager_in_a_browser_follows_a_killed_active(ready_cluster, bro
         page.get_by_role("link", name="Trends").click()
         page.wait_for_function("() => Number(document.querySelector('.chart')?.dataset.points) >= 2", timeout=TIMEOUT_MS)
         assert page.locator(".chart canvas").count() == 1
+        span = float(page.locator(".chart").get_attribute("data-span") or 0)
+        box = page.locator(".chart .u-over").bounding_box()
+        assert span > 0 and box is not None
+        page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] / 2)  # drag across the newest 40 %: zoom in
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.99, box["y"] + box["height"] / 2, steps=5)
+        page.mouse.up()
+        page.wait_for_function("(span) => Number(document.querySelector('.chart').dataset.span) < span / 2", arg=span, timeout=TIMEOUT_MS)
+        page.screenshot(path=screenshots / "3-trend-chart-zoomed.png", full_page=True)
+        page.locator(".chart .u-over").dblclick()  # zoom out: the chosen range again
+        page.wait_for_function("(span) => Number(document.querySelector('.chart').dataset.span) >= span", arg=span, timeout=TIMEOUT_MS)
         page.screenshot(path=screenshots / "3-trend-chart.png", full_page=True)
 
         # the standby's own page: read-only, naming and linking the active server

@@ -230,6 +230,7 @@ async function trends(page) {
     const to = window_ ? window_[1] : Date.now() / 1000;
     const from = window_ ? window_[0] : to - Number(range.value);
     const data = await fetchSeries(from, to);
+    chartBox.dataset.span = String(to - from);  // the seconds shown (smaller after a zoom)
     // a sample holds until the next one (values change in steps), so raw samples are drawn as steps
     const line = data.length > 2 ? {} : { paths: uPlot.paths.stepped({ align: 1 }) };
     const series = [{}, { label: select.value, stroke: "#1d5fa8", width: 2, ...line }];
@@ -256,6 +257,7 @@ async function trends(page) {
       },
     };
     chart = new uPlot(options, data, chartBox);
+    chart.setScale("x", { min: from, max: to });  // the whole range asked for, not just where samples are
     chartBox.dataset.points = String(data[0].length);
     chart.over.addEventListener("dblclick", () => {
       window_ = null;
