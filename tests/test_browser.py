@@ -130,9 +130,9 @@ def test_the_web_manager_in_a_browser_follows_a_killed_active(ready_cluster, bro
         span = float(page.locator(".chart").get_attribute("data-span") or 0)
         box = page.locator(".chart .u-over").bounding_box()
         assert span > 0 and box is not None
-        page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] / 2)  # drag across the newest 40 %: zoom in
+        page.mouse.move(box["x"] + box["width"] * 0.97, box["y"] + box["height"] / 2)  # drag across the newest 3 %: zoom in
         page.mouse.down()
-        page.mouse.move(box["x"] + box["width"] * 0.99, box["y"] + box["height"] / 2, steps=5)
+        page.mouse.move(box["x"] + box["width"] * 0.9999, box["y"] + box["height"] / 2, steps=5)
         page.mouse.up()
         page.wait_for_function("(span) => Number(document.querySelector('.chart').dataset.span) < span / 2", arg=span, timeout=TIMEOUT_MS)
         page.screenshot(path=screenshots / "3-trend-chart-zoomed.png", full_page=True)
