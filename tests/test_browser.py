@@ -223,6 +223,12 @@ def test_an_engineer_edits_logic_and_schedules_with_the_servers_validation(ready
     page.get_by_role("link", name="Audit log").click()
     page.locator("main table tbody tr", has_text="erin").first.wait_for(timeout=TIMEOUT_MS)
     page.screenshot(path=screenshots / "3-audit.png", full_page=True)
+
+    # a new password ends the session: the page asks to log in again
+    code, answer = call_api(cluster.config, cluster["main"].spec.api, "PUT", "/api/v1/users/erin", {"password": "erin's new password"})
+    assert code == 200, answer
+    page.locator("#login-user").wait_for(timeout=TIMEOUT_MS)
+    assert "log in again" in (page.locator("main").text_content() or "")
     assert errors == []
 
 

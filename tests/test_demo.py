@@ -12,9 +12,12 @@ import threading
 import time
 import urllib.request
 
+import pytest
+
 from cluster.processes import wait_for
 
 DEVICE_PORTS = (15020, 15021)
+NODE_PORTS = (7001, 7002, 7003, 8001, 8002, 8003)  # config/demo.toml
 
 
 def tandem(*args: str, config: str) -> subprocess.CompletedProcess[str]:
@@ -45,7 +48,8 @@ def good_value(config: str, point: str) -> object:
     return answer.get("value") if answer.get("quality") == "good" else None
 
 
-def test_demo_runs_the_building_and_stops_cleanly(tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_demo_runs_the_building_and_stops_cleanly(tmp_path, stop):
     demo = subprocess.Popen(
         [sys.executable, "-m", "webmanager.main", "demo"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path
     )
@@ -72,6 +76,6 @@ def test_demo_runs_the_building_and_stops_cleanly(tmp_path):
         trend = tandem("trend", "ahu1.supply_temp", "--json", config=config)
         assert trend.returncode == 0 and json.loads(trend.stdout)["samples"], trend.stderr
     finally:
-        demo.send_signal(signal.SIGINT)
+        demo.send_signal(stop)
         assert demo.wait(30) == 0
-    wait_for(lambda: all(port_free(port) for port in DEVICE_PORTS), 5, "the simulated devices to stop")
+    wait_for(lambda: all(port_free(port) for port in DEVICE_PORTS + NODE_PORTS), 5, "the simulated devices and the nodes to stop")

@@ -1,9 +1,11 @@
-"""`tandem demo`: main, backup and witness on loopback with a fresh data dir and simulated devices, until Ctrl-C or --duration."""
+"""`tandem demo`: main, backup and witness on loopback with a fresh data dir and simulated devices, until Ctrl-C (or
+SIGTERM) or --duration."""
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import tempfile
 import time
 import tomllib
@@ -37,7 +39,12 @@ def _start_devices() -> list[SimulatorProcess]:
     return devices
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM (kill, timeout, a service manager) stops the demo as Ctrl-C does, nodes included
+
+
 def run_demo(config: TandemConfig, args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
     workdir = Path(tempfile.mkdtemp(prefix="tandem-demo-"))
     config_path = workdir / "cluster.toml"
     shutil.copyfile(config.path, config_path)

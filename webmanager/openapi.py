@@ -154,12 +154,12 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/v1/login"): _op(
         "Log in: sets the session cookie (HttpOnly) and the CSRF cookie; answers the CSRF token to send as " + CSRF_HEADER,
         "users",
-        {200: _ok("`user`, `role`, `csrf`, `expires_in` (seconds).")},
+        {200: _ok("`user`, `role`, `csrf`, `session` (the session as a bearer token, for the other servers after a failover), `expires_in` (seconds).")},
         (400, 401, 429),
         body="Login",
     ),
     ("POST", "/api/v1/logout"): _op("Log out: clears this browser's session cookies", "users", {200: _ok("`logged_out`.")}),
-    ("GET", "/api/v1/me"): _op("Who is calling: user, role and how authenticated", "users", {200: _ok("`user`, `role`, `via` (cluster, token, session).")}),
+    ("GET", "/api/v1/me"): _op("Who is calling: user, role and how authenticated", "users", {200: _ok("`user`, `role`, `via` (cluster, token, session, session-token).")}),
     ("GET", "/api/v1/users"): _op("The users: name, role, whether a password is set, token ids (never secrets)", "users", {200: _ok("`users`.")}),
     ("PUT", "/api/v1/users/{name}"): _op(
         "Create a user (role required) or change its role and/or password (committed, audited)",

@@ -34,9 +34,9 @@ class PageScope {
     return cluster.api(method, path, body);
   }
 
-  // Run fn now and every `ms` while the page is shown; its errors go to the page's message line.
+  // Run fn now and every `ms` while the page is shown; its errors go to the page's message line (until a run succeeds).
   every(ms, fn) {
-    const run = () => fn().catch((error) => this.fail(error));
+    const run = () => fn().then(() => this.recovered(), (error) => this.fail(error));
     run();
     const id = setInterval(run, ms);
     this.cleanups.push(() => clearInterval(id));
@@ -49,9 +49,18 @@ class PageScope {
   }
 
   fail(error) {
+    if (error.status === 401) return sessionEnded();
     const line = this.root.querySelector(".page-message");
     const where = error.body && error.body.active ? ` (the active server is ${error.body.active})` : "";
     if (line) message(line, `${error.message}${where}`, true);
+  }
+
+  recovered() {
+    const line = this.root.querySelector(".page-message.error");
+    if (line) {
+      line.classList.remove("error");
+      replace(line);
+    }
   }
 
   leave() {
@@ -150,6 +159,13 @@ async function enter() {
   route();
 }
 
+function sessionEnded() {
+  cluster.close();
+  me = null;
+  if (scope) scope.leave();
+  showLogin("Your session has ended (expired, or the password changed): log in again.");
+}
+
 function showLogin(problem) {
   el("nav").hidden = true;
   el("logout").hidden = true;
@@ -181,6 +197,7 @@ async function start() {
   cluster.addEventListener("role", () => showConnection());
   cluster.addEventListener("server", () => { showConnection(); route(); });
   cluster.addEventListener("lost", (event) => showLost(event.detail));
+  cluster.addEventListener("unauthorized", sessionEnded);
   window.addEventListener("hashchange", route);
   el("logout").addEventListener("click", async () => {
     await cluster.logout();

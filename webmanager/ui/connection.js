@@ -195,7 +195,9 @@ export class Cluster extends EventTarget {
         // the first server to say it is active wins, without waiting for one that does not answer
         const active = await Promise.any(answers.map((p) => p.then((a) => (a.view.role === "active" ? a : Promise.reject())))).catch(() => null);
         if (active) return this.moveTo(active.server.url);
-        const standing = (await Promise.allSettled(answers)).find((a) => a.status === "fulfilled" && a.value.server.url === this.current);
+        const settled = await Promise.allSettled(answers);
+        if (settled.some((a) => a.status === "rejected" && a.reason.status === 401)) return this.emit("unauthorized");
+        const standing = settled.find((a) => a.status === "fulfilled" && a.value.server.url === this.current);
         if (standing && !this.follow) return this.moveTo(this.current);  // a read-only page stays on its standby
         await new Promise((resolve) => setTimeout(resolve, FIND_INTERVAL_MS));
       }
