@@ -3,6 +3,7 @@ an import against the loaded plugins, plan it, export it."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -202,16 +203,24 @@ def validate_building(raw: Any, plugins: PluginSet) -> dict[str, dict[str, dict[
 
 def plan(image: ProcessImage, documents: dict[str, dict[str, dict[str, Any]]], user: str) -> ApplyDocuments | None:
     """The one command that turns the image's building into `documents` (kinds it does not name are left alone); None
-    when nothing changes."""
+    when nothing changes. Each change expects the version it was planned from, so a document changed before the command
+    commits makes the whole command rejected rather than undone."""
     ts = time.time()
     changes: list[PutDocument | DeleteDocument] = []
     for kind in documents:
         current = image.documents.get(kind, {})
         for name, body in documents[kind].items():
             if name not in current or current[name].body != body:
-                changes.append(PutDocument(kind, name, body, user, ts))
-        changes += [DeleteDocument(kind, name, user, ts) for name in current if name not in documents[kind]]
+                changes.append(PutDocument(kind, name, body, user, ts, current[name].version if name in current else 0))
+        changes += [DeleteDocument(kind, name, user, ts, current[name].version) for name in current if name not in documents[kind]]
     return ApplyDocuments(tuple(changes)) if changes else None
+
+
+def revision(image: ProcessImage, plugins: PluginSet) -> str:
+    """A short fingerprint of the building's document versions: it changes with every configuration change (the ETag of
+    GET /api/v1/config, checked against If-Match on POST so that an editor does not undo what it did not see)."""
+    versions = sorted((kind, name, document.version) for kind in building_kinds(plugins) for name, document in image.documents.get(kind, {}).items())
+    return hashlib.sha256(repr(versions).encode()).hexdigest()[:20]
 
 
 def export(image: ProcessImage, plugins: PluginSet) -> dict[str, list[dict[str, Any]]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 
 import pytest
 
@@ -144,3 +145,27 @@ def test_a_configuration_check_validates_on_any_server_and_commits_nothing(clust
     code, building = get(cluster, "main", "/api/v1/config")
     assert building["logic"][0]["expression"] == BUILDING["logic"][0]["expression"]  # a check commits nothing
     assert call_api(cluster.config, cluster["backup"].spec.api, "POST", "/api/v1/config", changed)[0] == 409
+
+
+def test_a_stale_if_match_is_refused_so_an_editor_does_not_undo_what_it_did_not_see(cluster):
+    host, port = cluster["main"].spec.api.rsplit(":", 1)
+    headers = {"Authorization": f"Bearer {cluster.config.api_token}", "Content-Type": "application/json"}
+
+    def send(method: str, body: dict | None = None, **extra: str) -> http.client.HTTPResponse:
+        connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        connection.request(method, "/api/v1/config", None if body is None else json.dumps(body), {**headers, **extra})
+        response = connection.getresponse()
+        response.body = json.loads(response.read())
+        connection.close()
+        return response
+
+    assert send("POST", BUILDING).status == 200
+    read = send("GET")
+    etag = read.headers["ETag"]
+    assert read.status == 200 and etag.startswith('"') and send("GET").headers["ETag"] == etag  # the same until a change
+    other = {**BUILDING, "logic": [{**BUILDING["logic"][0], "expression": 'p("plant.temp") > 30'}]}
+    assert send("POST", other, **{"If-Match": etag}).status == 200  # somebody else's change, made from the same read
+    mine = {**read.body, "points": read.body["points"] + [{"name": "plant.extra"}]}  # built from the older read
+    refused = send("POST", mine, **{"If-Match": etag})
+    assert refused.status == 412 and "changed since you read it" in refused.body["error"]
+    assert send("GET").body["logic"][0]["expression"] == 'p("plant.temp") > 30'  # not undone

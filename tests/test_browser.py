@@ -165,6 +165,12 @@ def test_the_web_manager_in_a_browser_follows_a_killed_active(ready_cluster, bro
         assert page.evaluate("window.sameDocument") is True
         write(page, SETPOINT, "22.5")  # through the new active, from main's page (another origin: CORS and a bearer)
         page.screenshot(path=screenshots / "5-after-failover.png", full_page=True)
+        page.get_by_role("link", name="Trends").click()  # the history from the backup, downloaded through it
+        page.wait_for_function("() => Number(document.querySelector('.chart')?.dataset.points) >= 2", timeout=TIMEOUT_MS)
+        with page.expect_download(timeout=TIMEOUT_MS) as download:
+            page.get_by_role("button", name="Download CSV").click()
+        rows = Path(download.value.path()).read_text().splitlines()
+        assert download.value.suggested_filename == f"{COUNTER}.csv" and "value" in rows[0] and len(rows) > 2, rows[:3]
         standby.wait_for_selector("#connection[data-state=active][data-node=backup]", timeout=TIMEOUT_MS)
         assert standby.locator("#banner").is_hidden()
 

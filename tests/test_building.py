@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.state import ProcessImage
-from plugins.building import BuildingError, export, plan, validate_building
+from cluster.state import ProcessImage, Rejected
+from plugins.building import BuildingError, export, plan, revision, validate_building
 from plugins.manager import load_plugins
 
 PLUGINS = load_plugins(["echo"], {"echo": "sample_plugins.echo"})
@@ -57,6 +57,27 @@ def test_plan_is_idempotent_and_deletes_what_was_removed():
     smaller = {"devices": BUILDING["devices"], "points": BUILDING["points"][:1]}
     second = plan(image, validate_building(smaller, PLUGINS), "eve")
     assert [(type(c).__name__, c.kind, c.name) for c in second.changes] == [("DeleteDocument", "points", "setpoint")]
+
+
+def test_a_plan_is_rejected_whole_when_a_document_changed_before_it_commits():
+    image = ProcessImage()
+    image.apply(plan(image, validate_building(BUILDING, PLUGINS), "eve"))
+    smaller = {"devices": BUILDING["devices"], "points": BUILDING["points"][:1]}
+    planned = plan(image, validate_building(smaller, PLUGINS), "eve")  # deletes "setpoint", expecting version 1
+    assert [change.expected_version for change in planned.changes] == [1]
+    image.apply(plan(image, validate_building({**BUILDING, "points": [*BUILDING["points"][:1], {**BUILDING["points"][1], "writable": False}]}, PLUGINS), "bob"))
+    assert isinstance(image.apply(planned), Rejected)  # bob's change is not undone by a plan made before it
+    assert image.documents["points"]["setpoint"].version == 2
+
+
+def test_the_revision_changes_with_every_configuration_change():
+    image = ProcessImage()
+    empty = revision(image, PLUGINS)
+    image.apply(plan(image, validate_building(BUILDING, PLUGINS), "eve"))
+    applied = revision(image, PLUGINS)
+    assert applied != empty and revision(image, PLUGINS) == applied
+    image.apply(plan(image, validate_building({"devices": BUILDING["devices"], "points": BUILDING["points"][:1]}, PLUGINS), "eve"))
+    assert revision(image, PLUGINS) not in (empty, applied)
 
 
 def test_export_gives_back_what_validates_to_the_same_documents():

@@ -21,7 +21,7 @@ from cluster.config import NodeConfig, Role
 from cluster.node import ClusterNode, TransferFailed
 from cluster.status import compose_status
 from plugins.alarms import AlarmError, alarm_list, notifier_progress, operator_step
-from plugins.building import BuildingError, export, plan, validate_building
+from plugins.building import BuildingError, export, plan, revision, validate_building
 from plugins.logic import logic_list
 from plugins.manager import PluginSet
 from plugins.schedules import schedule_list
@@ -146,12 +146,14 @@ async def post_points(request: web.Request) -> web.Response:
 
 
 async def get_config(request: web.Request) -> web.Response:
-    return web.json_response(export(request.app[NODE].image, request.app[PLUGINS]))
+    image, plugins = request.app[NODE].image, request.app[PLUGINS]
+    return web.json_response(export(image, plugins), headers={"ETag": f'"{revision(image, plugins)}"'})
 
 
 async def post_config(request: web.Request) -> web.Response:
     """Apply a building configuration (devices, points, functions' entries): validated, then committed as one entry.
-    With `?check=1` only validated (on any server): the answer says how many documents applying it would change."""
+    With `?check=1` only validated (on any server): the answer says how many documents applying it would change. With
+    `If-Match: <the ETag of GET /api/v1/config>` only applied if the building has not changed since (else 412)."""
     node = request.app[NODE]
     body = await json_body(request, '{"devices": [...], "points": [...]}')
     if isinstance(body, web.Response):
@@ -159,6 +161,9 @@ async def post_config(request: web.Request) -> web.Response:
     check = request.query.get("check") in ("1", "true")
     if not check and not node.is_active():
         return not_active(node)
+    expected = request.headers.get("If-Match")
+    if expected is not None and expected.strip('"') != revision(node.image, request.app[PLUGINS]):
+        return error(412, "the building configuration changed since you read it: read it again and redo your change")
     try:
         documents = validate_building(body, request.app[PLUGINS])
     except BuildingError as exc:

@@ -94,11 +94,11 @@ async def cross_origin(request: web.Request, handler: Callable[[web.Request], Aw
     origin = _allowed_origin(request)
     if origin is None:
         return await handler(request)
-    headers = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+    headers = {"Access-Control-Allow-Origin": origin, "Vary": "Origin", "Access-Control-Expose-Headers": "ETag"}
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
         headers |= {
             "Access-Control-Allow-Methods": "GET, POST, PUT, DELETE",
-            "Access-Control-Allow-Headers": "Authorization, Content-Type",
+            "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
             "Access-Control-Max-Age": "600",
         }
         return web.Response(status=204, headers=headers)

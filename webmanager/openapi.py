@@ -56,6 +56,7 @@ ERRORS = {
     403: ("Forbidden", f"The caller's role is too low (`role` names the one needed), or a session's state change lacks its {CSRF_HEADER} header."),
     404: ("NotFound", "No such point, alarm, trend or user."),
     409: ("Conflict", "This server is not the active one (`active`, `active_api` name it), or the state changed meanwhile."),
+    412: ("PreconditionFailed", "The building configuration changed since the ETag given as If-Match was read."),
     422: ("Unprocessable", "The transfer was refused or did not complete in time."),
     429: ("TooManyRequests", "Too many failed logins for this user or from this address: locked out for `Retry-After` seconds."),
     503: ("Unavailable", "The change was not committed (no quorum, or not in time), or the active server is still applying."),
@@ -173,13 +174,20 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/v1/users/{name}/tokens"): _op(
         "A new API token for the user, returned this once", "users", {201: _ok("`user` and `token`.")}, (404, 409, 503), [USER_NAME]
     ),
-    ("GET", "/api/v1/config"): _op("The building configuration (devices, points, functions' entries)", "config", {200: _ok("The building.", _json(_ref("BuildingConfig")))}),
+    ("GET", "/api/v1/config"): _op(
+        "The building configuration (devices, points, functions' entries); its ETag names this revision",
+        "config",
+        {200: _ok("The building.", _json(_ref("BuildingConfig")))},
+    ),
     ("POST", "/api/v1/config"): _op(
         "Apply a building configuration (validated, one log entry), or with check=1 only validate it (on any server)",
         "config",
         {200: _ok("`changed`: documents changed (or that would change, with `checked`).")},
-        (400, 409, 503),
-        [_param("check", "query", {"type": "boolean"}, "Validate only; commit nothing.")],
+        (400, 409, 412, 503),
+        [
+            _param("check", "query", {"type": "boolean"}, "Validate only; commit nothing."),
+            _param("If-Match", "header", {"type": "string"}, "The ETag of GET /api/v1/config: apply only if nothing changed since."),
+        ],
         "BuildingConfig",
     ),
     ("GET", "/api/v1/alarms"): _op("Alarms and their states, and the notifiers' progress", "alarms", {200: _ok("`alarms` and `notifiers`.")}),

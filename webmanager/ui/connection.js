@@ -48,19 +48,26 @@ export class Cluster extends EventTarget {
 
   // ---- REST ----
 
-  async request(base, method, path, body, timeout = REQUEST_TIMEOUT_MS) {
+  // The server's answer to one request, with this page's credentials for that server: the session cookie (and the
+  // CSRF token) on the page's own server, the session as a bearer on the others.
+  fetchFrom(base, method, path, body, timeout = REQUEST_TIMEOUT_MS, extra = {}) {
     const same = base === this.home;
-    const headers = {};
+    const headers = { ...extra };
     if (body !== undefined) headers["Content-Type"] = "application/json";
     if (same && method !== "GET") headers["X-CSRF-Token"] = cookie("tandem_csrf");
     if (!same && this.session) headers.Authorization = "Bearer " + this.session;
-    const response = await fetch(base + path, {
+    return fetch(base + path, {
       method,
       headers,
       body: body === undefined ? undefined : JSON.stringify(body),
       credentials: same ? "same-origin" : "omit",
       signal: AbortSignal.timeout(timeout),
     });
+  }
+
+  // One JSON request to the server at `base`: {data, headers} of its answer, or an ApiError.
+  async exchange(base, method, path, body, timeout = REQUEST_TIMEOUT_MS, extra = {}) {
+    const response = await this.fetchFrom(base, method, path, body, timeout, extra);
     let data = null;
     try {
       data = await response.json();
@@ -68,7 +75,21 @@ export class Cluster extends EventTarget {
       data = null;
     }
     if (!response.ok) throw new ApiError(response.status, (data && data.error) || response.statusText, data);
-    return data;
+    return { data, headers: response.headers };
+  }
+
+  // Save what GET `path` answers as a file named `filename` (through fetch, so it works on any server of the cluster).
+  async download(path, filename) {
+    const response = await this.fetchFrom(this.current, "GET", path);
+    if (!response.ok) throw new ApiError(response.status, response.statusText, null);
+    const url = URL.createObjectURL(await response.blob());
+    const link = Object.assign(document.createElement("a"), { href: url, download: filename });
+    link.click();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  }
+
+  async request(base, method, path, body, timeout = REQUEST_TIMEOUT_MS) {
+    return (await this.exchange(base, method, path, body, timeout)).data;
   }
 
   api(method, path, body) {

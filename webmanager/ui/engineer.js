@@ -7,11 +7,13 @@ const DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
 // Change one kind of entry in the building configuration as it is now (`change(entries)` -> entries) and check it (or
 // apply it) on the server: the server's validation is the only one, so the messages name the entry and field exactly
-// as `tandem config apply` does.
+// as `tandem config apply` does. If-Match makes the server refuse (412) if anybody changed the building in between.
 async function saveEntries(page, kind, change, apply) {
-  const building = await page.api("GET", "/api/v1/config");
+  const cluster = page.cluster;
+  const { data: building, headers } = await cluster.exchange(cluster.current, "GET", "/api/v1/config");
   building[kind] = change(building[kind] || []);
-  return page.api("POST", `/api/v1/config${apply ? "" : "?check=1"}`, building);
+  const path = `/api/v1/config${apply ? "" : "?check=1"}`;
+  return (await cluster.exchange(cluster.current, "POST", path, building, undefined, { "If-Match": headers.get("ETag") })).data;
 }
 
 const upsert = (entry) => (entries) =>

@@ -210,7 +210,8 @@ async function trends(page) {
   const select = h("select", { id: "trend-select" }, list.map((t) => h("option", { value: t.name }, t.name)));
   const range = h("select", { id: "trend-range" }, RANGES.map(([label, span]) => h("option", { value: span, selected: span === 3600 }, label)));
   const chartBox = h("div", { class: "chart", role: "img", "aria-label": "trend chart" });
-  const csv = h("a", {}, "Download CSV");
+  let csvPath = null;  // the shown range as CSV
+  const csv = h("button", { type: "button", onclick: () => csvPath && page.cluster.download(csvPath, `${select.value}.csv`).catch((error) => page.fail(error)) }, "Download CSV");
   const note = h("p", { class: "hint" }, "Drag across the chart to zoom in; double-click to zoom out.");
   page.root.append(h("label", { for: "trend-select" }, "Trend "), select, " ", h("label", { for: "trend-range" }, "Range "), range, " ", csv, note, chartBox);
   let chart = null;
@@ -220,7 +221,7 @@ async function trends(page) {
     const name = encodeURIComponent(select.value);
     const raw = to - from <= RAW_LIMIT_SECONDS;
     const step = raw ? "" : `&step=${Math.max(1, Math.round((to - from) / BUCKETS))}`;
-    csv.href = `${page.cluster.current}/api/v1/trends/${name}?from=${from}&to=${to}&format=csv`;
+    csvPath = `/api/v1/trends/${name}?from=${from}&to=${to}&format=csv`;
     const data = await page.api("GET", `/api/v1/trends/${name}?from=${from}&to=${to}${step}`);
     if (raw) return [data.samples.map((s) => s.ts), data.samples.map((s) => (typeof s.value === "number" ? s.value : Number(s.value)))];
     return [data.buckets.map((b) => b.ts), data.buckets.map((b) => b.avg), data.buckets.map((b) => b.min), data.buckets.map((b) => b.max)];
