@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from cluster.cli import call_api
@@ -275,3 +276,30 @@ def test_the_page_leaves_an_active_that_stopped_answering(ready_cluster, browser
             assert flowing - activated < 2.0, f"values resumed {flowing - activated:.3f} s after the backup's activation"
         finally:
             cluster["main"].signal(signal.SIGCONT)
+
+
+PAGES = ["dashboard", "points", "devices", "alarms", "trends", "schedules", "logic", "users", "plugins", "audit"]
+
+
+def test_every_page_passes_the_axe_accessibility_rules(ready_cluster, browser):
+    """axe-core's WCAG rules on the login form, every page an admin sees, and a standby's read-only page."""
+    cluster = ready_cluster
+    prepare(cluster)
+    code, answer = call_api(cluster.config, cluster["main"].spec.api, "PUT", "/api/v1/users/ada", {"role": "admin", "password": PASSWORD})
+    assert code == 201, answer
+    axe = Axe()
+    reports: dict[str, str] = {}
+    page = browser.new_page()
+    page.goto(f"{cluster.config.node('main').url}/")
+    page.locator("#login-user").wait_for(timeout=TIMEOUT_MS)
+    reports["login"] = axe.run(page).generate_report()
+    log_in(page, f"{cluster.config.node('main').url}/", "ada")
+    for name in PAGES:
+        page.goto(f"{cluster.config.node('main').url}/#/{name}")
+        page.locator("main table, main fieldset, main .chart canvas").first.wait_for(timeout=TIMEOUT_MS)
+        reports[name] = axe.run(page).generate_report()
+    page.goto(f"{cluster.config.node('backup').url}/#/points")
+    page.wait_for_selector(cell(COUNTER), timeout=TIMEOUT_MS)
+    reports["standby points"] = axe.run(page).generate_report()
+    failing = {name: report for name, report in reports.items() if not report.startswith("Found 0 ")}
+    assert not failing, "\n\n".join(f"== {name}\n{report}" for name, report in failing.items())

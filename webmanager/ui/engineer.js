@@ -201,7 +201,7 @@ async function users(page) {
           h("button", { type: "button", class: "needs-active", disabled: user.name === page.user, onclick: () => remove(user.name) }, "Delete"),
         )),
     );
-    replace(list, table(["User", "Role", "Password set", "API tokens", "Last changed", ""], rows));
+    replace(list, table(["User", "Role", "Password set", "API tokens", "Last changed", "Actions"], rows));
   }
 
   async function attempt(work, done) {

@@ -48,7 +48,7 @@ async function dashboard(page) {
         ),
       ),
     );
-    replace(nodes, table(["Node", "Configured as", "Role", "Reachable", "Term", "Commit index", "Lag", "Last contact", "Problems", ""], rows, `Cluster ${status.cluster}: active ${status.active ?? "none"}`));
+    replace(nodes, table(["Node", "Configured as", "Role", "Reachable", "Term", "Commit index", "Lag", "Last contact", "Problems", "Action"], rows, `Cluster ${status.cluster}: active ${status.active ?? "none"}`));
     const events = status.activations.map((a) =>
       h("tr", {}, td(time(a.since)), td(a.node), td(a.previous ?? "(cold start)"), td(a.term), td(a.gap === null ? "—" : seconds(a.gap))),
     );
