@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import json
 import logging
 import math
 import time
@@ -17,7 +16,7 @@ import aiohttp
 from aiohttp import web
 
 from cluster.commands import CommandError, PointUpdate, UpdatePoints, WritePoint
-from cluster.config import NodeConfig, Role
+from cluster.config import Role
 from cluster.node import ClusterNode, TransferFailed
 from cluster.status import compose_status
 from plugins.alarms import AlarmError, alarm_list, notifier_progress, operator_step
@@ -31,7 +30,7 @@ from plugins.trends import find_trend, trend_list
 
 from . import browse, live, sessions, ui, user_api
 from .auth import authenticate, cross_origin, identity
-from .browse import point_json
+from .browse import peer_view, point_json
 from .appkeys import MAX_BATCH, MAX_BODY, MAX_BUCKETS, MAX_SAMPLES, NODE, PEER_SESSION, PLUGINS, TRENDS
 from .metrics import add_metrics
 from .openapi import add_openapi
@@ -54,18 +53,8 @@ async def node_view(request: web.Request) -> web.Response:
 
 async def cluster_status(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    session = request.app[PEER_SESSION]
-    headers = {"Authorization": f"Bearer {node.config.api_token}"}
-
-    async def fetch(peer: NodeConfig) -> dict[str, Any] | None:
-        try:
-            async with session.get(f"{peer.url}/api/v1/node", headers=headers, ssl=peer.client_ssl() or True) as response:
-                return await response.json() if response.status == 200 else None
-        except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError):
-            return None
-
     others = [n for n in node.config.cluster.nodes if n.name != node.name]
-    answers = await asyncio.gather(*(fetch(n) for n in others))
+    answers = await asyncio.gather(*(peer_view(request.app, n) for n in others))
     views = {n.name: answer for n, answer in zip(others, answers)}
     views[node.name] = node.local_status()
     history = [activation._asdict() for activation in reversed(node.image.activations)]

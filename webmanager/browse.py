@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from cluster.config import NodeConfig
 from cluster.node import ClusterNode
 
 from .appkeys import NODE, PEER_SESSION, PLUGINS
@@ -52,20 +53,23 @@ async def list_points(request: web.Request) -> web.Response:
     return web.json_response({"points": points, "total": len(names)})
 
 
+async def peer_view(app: web.Application, peer: NodeConfig) -> dict[str, Any] | None:
+    """Another node's own status (its GET /api/v1/node), asked with the cluster token; None if it does not answer."""
+    headers = {"Authorization": f"Bearer {app[NODE].config.api_token}"}
+    try:
+        async with app[PEER_SESSION].get(f"{peer.url}/api/v1/node", headers=headers, ssl=peer.client_ssl() or True) as response:
+            return await response.json() if response.status == 200 else None
+    except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError):
+        return None
+
+
 async def _active_view(request: web.Request) -> tuple[str | None, dict[str, Any] | None]:
     """The active server's name and its own status (this node's, or fetched from the active peer)."""
     node: ClusterNode = request.app[NODE]
     if node.is_active():
         return node.name, node.local_status()
     active = node.active_node()
-    if active is None:
-        return None, None
-    headers = {"Authorization": f"Bearer {node.config.api_token}"}
-    try:
-        async with request.app[PEER_SESSION].get(f"{active.url}/api/v1/node", headers=headers, ssl=active.client_ssl() or True) as response:
-            return active.name, (await response.json() if response.status == 200 else None)
-    except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError):
-        return active.name, None
+    return (None, None) if active is None else (active.name, await peer_view(request.app, active))
 
 
 async def list_devices(request: web.Request) -> web.Response:
