@@ -227,6 +227,7 @@ def test_the_ui_is_served_without_login_under_a_strict_content_security_policy(c
     assert f"{backup_url} {backup_url.replace('http', 'ws', 1)}" in policy  # the page may follow a failover there
     script = call(cluster, "main", "GET", "/ui/connection.js")
     assert script.status == 200 and "javascript" in script.headers["Content-Type"] and "class Cluster" in script.text
+    assert (script.headers["X-Content-Type-Options"], script.headers["Cache-Control"]) == ("nosniff", "no-cache")
     assert call(cluster, "main", "GET", "/ui/vendor/uPlot.iife.min.js").status == 200
     for escape in ("/ui/../api.py", "/ui/%2e%2e/api.py", "/ui/..%2fapi.py"):  # never a file outside webmanager/ui
         answer = call(cluster, "main", "GET", escape)

@@ -24,12 +24,21 @@ def _policy(servers: list[NodeConfig]) -> str:
     )
 
 
+# every file is revalidated (a cheap 304 when unchanged), so an upgraded server never runs with an old script
+FILE_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"}
+
+
+async def _file_headers(request: web.Request, response: web.StreamResponse) -> None:
+    if request.path.startswith("/ui/"):
+        response.headers.update(FILE_HEADERS)
+
+
 def install(app: web.Application, servers: list[NodeConfig]) -> None:
-    policy = _policy(servers)
-    headers = {"Content-Security-Policy": policy, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"}
+    headers = {"Content-Security-Policy": _policy(servers), **FILE_HEADERS}
 
     async def page(request: web.Request) -> web.FileResponse:
         return web.FileResponse(FILES / "index.html", headers=headers)
 
     app.router.add_get("/", page)
     app.router.add_static("/ui/", FILES, append_version=False)
+    app.on_response_prepare.append(_file_headers)

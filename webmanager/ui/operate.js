@@ -34,7 +34,7 @@ async function dashboard(page) {
         { "data-node": node.name },
         h("th", { scope: "row" }, node.name),
         td(node.config_role),
-        td(h("span", { class: `role role-${node.role}` }, node.role)),
+        td(node.reachable ? h("span", { class: `role role-${node.role}` }, node.role) : h("span", { class: "role role-unreachable" }, "unreachable")),
         td(node.reachable ? "yes" : "no"),
         td(node.term ?? "—"),
         td(node.commit_index ?? "—"),
