@@ -26,7 +26,7 @@ def compose_status(config: TandemConfig, views: dict[str, dict[str, Any] | None]
                     "role": "witness" if node.role is Role.WITNESS else "standby",
                     "reachable": False,
                     "api": node.api,
-                "url": node.url,
+                    "url": node.url,
                     "term": None,
                     "commit_index": None,
                     "applied_index": None,
@@ -35,6 +35,7 @@ def compose_status(config: TandemConfig, views: dict[str, dict[str, Any] | None]
                     "last_contact": seen_by_leader["ack_age"] if seen_by_leader else None,
                     "blocked": None,
                     "plugin_problems": [],
+                    "failing": [],
                 }
             )
             continue

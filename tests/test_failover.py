@@ -7,7 +7,7 @@ import signal
 from cluster.cli import call_api
 from cluster.guard import read_acts
 from cluster.processes import holds_for, wait_for
-from conftest import get, put
+from conftest import get, put, tandem_cli
 
 POINTS = [f"hall.t{i}" for i in range(30)]
 
@@ -67,6 +67,8 @@ def test_witness_never_becomes_active_and_a_returning_server_takes_over(make_clu
         3.0,
         "no active and the witness not active",
     )
+    status = tandem_cli(cluster, "status")  # the table shows the unreachable servers and says there is no active
+    assert status.returncode == 1 and status.stderr == "" and "active = NONE" in status.stdout and status.stdout.count(" NO ") == 2, status.stdout + status.stderr
     cluster["backup"].start()
     assert cluster.wait_active(10) == "backup"
     assert_points(cluster, "backup", values)

@@ -22,7 +22,7 @@ async function dashboard(page) {
   }
 
   function problems(node) {
-    const list = [node.blocked, ...(node.plugin_problems || []).map((p) => `${p.plugin}: ${p.error}`), ...(node.failing || [])];
+    const list = [node.blocked, ...node.plugin_problems.map((p) => `${p.plugin}: ${p.error}`), ...node.failing];
     return list.filter(Boolean).join("; ") || "none";
   }
 
