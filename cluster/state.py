@@ -26,8 +26,8 @@ from cluster.commands import (
 # A snapshot is _MAGIC, one format-version byte, then a pickle (protocol 5) of plain data only:
 # no class references, so decoding cannot run code and does not depend on Python class names.
 _MAGIC = b"TNDM-IMAGE"
-_FORMAT_VERSION = 3
-_READABLE_VERSIONS = (2, 3)  # version 2 had no function state or journals
+_FORMAT_VERSION = 4
+_READABLE_VERSIONS = (2, 3, 4)  # version 2 had no function state or journals; 2 and 3 kept the last activation only
 _QUALITY_CODES = {quality: code for code, quality in enumerate(QUALITIES)}
 
 
@@ -103,7 +103,6 @@ class Frozen(NamedTuple):
     points: dict[str, PointValue]
     documents: dict[str, dict[str, Document]]
     audit: tuple[AuditEntry, ...]
-    activation: Activation | None
     activations: tuple[Activation, ...]
     last_ts: float
     applied: int
@@ -137,7 +136,6 @@ class ProcessImage:
         self.points: dict[str, PointValue] = {}
         self.documents: dict[str, dict[str, Document]] = {kind: {} for kind in DOCUMENT_KINDS}
         self.audit: collections.deque[AuditEntry] = collections.deque(maxlen=self.AUDIT_RETENTION)
-        self.activation: Activation | None = None
         self.activations: collections.deque[Activation] = collections.deque(maxlen=self.ACTIVATION_RETENTION)
         self.desired: dict[str, DesiredWrite] = {}
         self.write_seq = 0
@@ -277,9 +275,13 @@ class ProcessImage:
                 f"but {self.activation.node} is active in term {self.activation.term}"
             )
         previous = self.activation.node if self.activation is not None else None
-        self.activation = Activation(cmd.node, cmd.term, cmd.ts, previous, cmd.gap)
-        self.activations.append(self.activation)
+        self.activations.append(Activation(cmd.node, cmd.term, cmd.ts, previous, cmd.gap))
         return None
+
+    @property
+    def activation(self) -> Activation | None:
+        """The activation record: the newest activation, or None before the first."""
+        return self.activations[-1] if self.activations else None
 
     def _audit(self, ts: float, user: str, action: str, target: str, detail: str) -> None:
         seq = self.audit[-1].seq + 1 if self.audit else 1
@@ -291,7 +293,6 @@ class ProcessImage:
             dict(self.points),
             {kind: dict(docs) for kind, docs in self.documents.items()},
             tuple(self.audit),
-            self.activation,
             tuple(self.activations),
             self.last_ts,
             self.applied,
@@ -322,7 +323,6 @@ class ProcessImage:
                 for kind, docs in frozen.documents.items()
             },
             "audit": list(map(tuple, frozen.audit)),
-            "activation": tuple(frozen.activation) if frozen.activation else None,
             "activations": list(map(tuple, frozen.activations)),
             "last_ts": frozen.last_ts,
             "applied": frozen.applied,
@@ -368,8 +368,8 @@ class ProcessImage:
                 for kind, docs in payload["documents"].items()
             )
             image.audit.extend(map(AuditEntry._make, payload["audit"]))
-            image.activation = Activation(*payload["activation"]) if payload["activation"] else None
-            image.activations.extend(Activation(*record) for record in payload.get("activations", ()))
+            older = [payload["activation"]] if payload.get("activation") else []  # versions 2 and 3: the last one only
+            image.activations.extend(Activation(*record) for record in payload.get("activations", older))
             image.last_ts = payload["last_ts"]
             image.applied = payload["applied"]
             image.desired = {name: DesiredWrite._make(write) for name, write in payload["desired"].items()}
