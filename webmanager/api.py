@@ -34,7 +34,7 @@ from .browse import peer_view, point_json
 from .appkeys import MAX_BATCH, MAX_BODY, MAX_BUCKETS, MAX_SAMPLES, NODE, PEER_SESSION, PLUGINS, TRENDS
 from .metrics import add_metrics
 from .openapi import add_openapi
-from .replies import commit, error, json_body, not_active
+from .replies import commit, error, json_body, not_active, query_limit
 
 logger = logging.getLogger(__name__)
 
@@ -176,14 +176,13 @@ async def get_alarm_journal(request: web.Request) -> web.Response:
 
 
 def _page(request: web.Request) -> tuple[int, int] | web.Response:
-    """The `after` (default 0) and `limit` (default 1000) query parameters of a journal or the audit trail, or a 400."""
+    """The `after` (default 0) and `limit` query parameters of a journal or the audit trail, or a 400."""
     try:
-        after, limit = int(request.query.get("after", 0)), int(request.query.get("limit", 1000))
+        after = int(request.query.get("after", 0))
     except ValueError:
-        return error(400, "'after' and 'limit' must be integers")
-    if not 0 < limit <= 10_000:
-        return error(400, "'limit' must be 1 to 10000")
-    return after, limit
+        return error(400, "'after' must be an integer")
+    limit = query_limit(request)
+    return limit if isinstance(limit, web.Response) else (after, limit)
 
 
 def _journal(request: web.Request, function: str) -> web.Response:

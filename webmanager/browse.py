@@ -16,12 +16,9 @@ from cluster.config import NodeConfig
 from cluster.node import ClusterNode
 
 from .appkeys import NODE, PEER_SESSION, PLUGINS
-from .replies import error
+from .replies import query_limit
 
 logger = logging.getLogger(__name__)
-
-MAX_LISTED = 10_000  # points per GET /api/v1/points
-
 
 def point_json(name: str, point: Any, desired: Any = None, entry: dict[str, Any] | None = None) -> dict[str, Any]:
     """A point's value, the operator write still being driven to its device (if any) and, when configured, its
@@ -37,12 +34,9 @@ async def list_points(request: web.Request) -> web.Response:
     """The points whose name starts with `prefix` (default: all) or contains `search`, sorted, at most `limit`."""
     image = request.app[NODE].image
     prefix, search = request.query.get("prefix", ""), request.query.get("search", "").lower()
-    try:
-        limit = int(request.query.get("limit", 1000))
-    except ValueError:
-        return error(400, "'limit' must be an integer")
-    if not 0 < limit <= MAX_LISTED:
-        return error(400, f"'limit' must be 1 to {MAX_LISTED}")
+    limit = query_limit(request)
+    if isinstance(limit, web.Response):
+        return limit
     entries = image.documents.get("points", {})
     names = sorted(name for name in tuple(image.points) if name.startswith(prefix) and search in name.lower())
     points = [

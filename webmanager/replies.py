@@ -29,6 +29,17 @@ def not_active(node: ClusterNode) -> web.Response:
     )
 
 
+def query_limit(request: web.Request) -> int | web.Response:
+    """The `limit` query parameter of a listing (default 1000, at most 10000), or a 400 response."""
+    try:
+        limit = int(request.query.get("limit", 1000))
+    except ValueError:
+        return error(400, "'limit' must be an integer")
+    if not 0 < limit <= 10_000:
+        return error(400, "'limit' must be 1 to 10000")
+    return limit
+
+
 async def json_body(request: web.Request, example: str) -> Any:
     """The request's JSON body, or a 400 response that shows an `example` of what is expected."""
     try:
