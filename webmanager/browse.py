@@ -20,6 +20,7 @@ from .replies import query_limit
 
 logger = logging.getLogger(__name__)
 
+
 def point_json(name: str, point: Any, desired: Any = None, entry: dict[str, Any] | None = None) -> dict[str, Any]:
     """A point's value, the operator write still being driven to its device (if any) and, when configured, its
     device and whether it is writable."""
