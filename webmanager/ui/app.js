@@ -26,10 +26,6 @@ class PageScope {
     this.user = me.user;
   }
 
-  get writable() {
-    return cluster.isActive;
-  }
-
   async api(method, path, body) {
     return cluster.api(method, path, body);
   }
@@ -108,7 +104,6 @@ function showConnection() {
   const name = cluster.serverName(cluster.current);
   const line = el("connection");
   const banner = el("banner");
-  document.body.classList.toggle("read-only", !cluster.isActive);
   syncReadOnly();
   if (!role) {
     line.textContent = `Connecting to ${name} …`;
@@ -132,7 +127,6 @@ function showConnection() {
 }
 
 function showLost(detail) {
-  document.body.classList.add("read-only");
   syncReadOnly();
   const line = el("connection");
   line.textContent = `${detail.why}: looking for the active server …`;

@@ -68,6 +68,9 @@ async function editors(page, kind, box, editor, refresh = async () => {}) {
   await draw();
 }
 
+// A labelled input of an editor card: [label, input].
+const field = (label, id, initial, props = {}) => [h("label", { for: id }, label), h("input", { id, value: initial ?? "", ...props })];
+
 const eventsText = (events) => (events || []).map((e) => `${e.at.slice(0, 5)}=${e.value}`).join(", ");
 
 function parseEvents(text, where) {
@@ -107,7 +110,6 @@ async function schedules(page) {
     replace(state, table(["Schedule", "Point", "Time zone", "Now", "Next", "Problem"], rows));
   });
   function editor(entry, saved) {
-    const field = (label, id, initial, props = {}) => [h("label", { for: id }, label), h("input", { id, value: initial ?? "", ...props })];
     const key = entry.name || "new";
     const [nameLabel, name] = field("Name", `sched-${key}-name`, entry.name, { required: true, readonly: !!entry.name });
     const [pointLabel, point] = field("Point", `sched-${key}-point`, entry.point);
@@ -145,10 +147,10 @@ async function logic(page) {
 
   function editor(entry, saved) {
     const key = entry.name || "new";
-    const name = h("input", { id: `logic-${key}-name`, value: entry.name ?? "", readonly: !!entry.name, required: true });
-    const output = h("input", { id: `logic-${key}-output`, value: entry.output ?? "" });
+    const [nameLabel, name] = field("Name", `logic-${key}-name`, entry.name, { readonly: !!entry.name, required: true });
+    const [outputLabel, output] = field("Output point", `logic-${key}-output`, entry.output);
     const expression = h("textarea", { id: `logic-${key}-expression`, rows: 2, cols: 70, spellcheck: "false" }, entry.expression ?? "");
-    const cycle = h("input", { id: `logic-${key}-cycle`, value: entry.cycle ?? "", size: 6, placeholder: "seconds" });
+    const [cycleLabel, cycle] = field("Cycle (s, optional)", `logic-${key}-cycle`, entry.cycle, { size: 6, placeholder: "seconds" });
     const verdict = h("div");
     const rule = states.get(entry.name);
     const status = rule
@@ -166,10 +168,10 @@ async function logic(page) {
       { class: "editor", "data-rule": entry.name || "" },
       h("legend", {}, entry.name || "New rule"),
       h("div", { class: "grid" },
-        h("label", { for: `logic-${key}-name` }, "Name"), name,
-        h("label", { for: `logic-${key}-output` }, "Output point"), output,
+        nameLabel, name,
+        outputLabel, output,
         h("label", { for: `logic-${key}-expression` }, "Expression"), expression,
-        h("label", { for: `logic-${key}-cycle` }, "Cycle (s, optional)"), cycle),
+        cycleLabel, cycle),
       status,
       editorActions(page, { verdict, build, kind: "logic", name: entry.name, saved }),
       verdict,

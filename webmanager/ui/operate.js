@@ -43,7 +43,7 @@ async function dashboard(page) {
         td(problems(node)),
         td(
           page.can("admin") && node.role === "standby" && node.config_role !== "witness" && node.reachable
-            ? h("button", { type: "button", disabled: !page.writable, onclick: () => transfer(node.name) }, `Make ${node.name} active`)
+            ? h("button", { type: "button", class: "needs-active", onclick: () => transfer(node.name) }, `Make ${node.name} active`)
             : "",
         ),
       ),
