@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import threading
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
