@@ -46,10 +46,9 @@ class TandemClient:
 
     `servers` are the API addresses of all cluster nodes: host:port (http), or https://host:port for nodes with TLS, whose
     certificates `ssl` verifies (an ssl.SSLContext, e.g. one trusting a self-signed certificate; default: the system's
-    trust store). `token` is the API's bearer token. Messages go to
-    `on_message` (a function or coroutine function) if given, else to `updates()`, which holds at most `buffer` of
-    them: a reader that falls behind stops the client reading, and the server drops it, so it reconnects with a fresh
-    snapshot. `heartbeat` seconds between pings detects a server that vanished without closing the connection.
+    trust store). `token` is the API's bearer token. Messages go to `on_message` (a function or coroutine function) if
+    given, else to `updates()`, which holds at most `buffer` of them: a reader that falls behind stops the client
+    reading, and the server drops it, so it reconnects with a fresh snapshot. `heartbeat` seconds between pings detects a server that vanished without closing the connection.
     """
 
     def __init__(
@@ -66,7 +65,7 @@ class TandemClient:
         if not servers:
             raise ValueError("name at least one server (host:port)")
         self.servers = list(servers)
-        self.connected_to: str | None = None  # the server (host:port) the live feed is connected to
+        self.connected_to: str | None = None  # the server the live feed is connected to, as `servers` names it
         self.active: str | None = None  # the active server's name, as last learned
         self._headers = {"Authorization": f"Bearer {token}"}
         self._ssl = ssl
