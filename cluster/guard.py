@@ -18,12 +18,16 @@ class NotActive(Exception):
 
 
 class ActGuard:
-    """Grants acts only while `permit(margin)` returns the term whose lease outlasts the act margin."""
+    """Grants acts only while `permit(margin)` returns the term whose lease outlasts the act margin; calls `on_refusal()` on
+    every refusal (the node cuts its fence: the event loop may notice a lapsed lease before the Raft tick does)."""
 
-    def __init__(self, node: str, permit: Callable[[float], int | None], margin: float, log_path: Path) -> None:
+    def __init__(
+        self, node: str, permit: Callable[[float], int | None], margin: float, log_path: Path, on_refusal: Callable[[], None] = lambda: None
+    ) -> None:
         self._node = node
         self._permit = permit
         self._margin = margin
+        self._on_refusal = on_refusal
         self._lock = threading.Lock()
         self.term: int | None = None
         self.first_act: float | None = None
@@ -43,6 +47,7 @@ class ActGuard:
         if term is None:
             with self._lock:
                 self.refused += 1
+            self._on_refusal()
             raise NotActive(f"{self._node} is not the active server")
         wall = time.time()
         with self._lock:

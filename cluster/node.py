@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 from .commands import Activate, Command, UpdatePoints
 from .config import NodeConfig, Role, TandemConfig
+from .fence import Fence
 from .guard import ActGuard, NotActive
 from .raft import Encoder, ProposalFailed, RaftNode
 from .state import ProcessImage, Rejected
@@ -78,7 +79,8 @@ class ClusterNode:
         self._main_caught_up_since: float | None = None
         self._transfer: _Transfer | None = None
         self._pending_transfer: _Transfer | None = None
-        self.guard = ActGuard(name, self._permit, self._timers.act_margin, self.me.data_dir / "acts.log")
+        self.fence = Fence(lambda: self._permit(self._timers.act_margin) is not None)  # field and upstream sockets
+        self.guard = ActGuard(name, self._permit, self._timers.act_margin, self.me.data_dir / "acts.log", self.fence.close)
         self.blocked: str | None = None  # why this server may not become active (e.g. a required plugin failed)
         self._status_extras: dict[str, Callable[[], Any]] = {}
         self._raft: RaftNode | None = None
@@ -267,6 +269,9 @@ class ClusterNode:
     def _tick(self) -> None:
         raft = self.raft
         now = time.monotonic()
+        if not self.is_active():
+            self.fence.close()  # the role is lost: nothing queued while active may reach a device or client now
+        self.fence.sweep()
         raft.eligible = self.me.is_server and self.blocked is None
         raft.may_campaign = self._may_campaign()
         if self._transfer is None and self._pending_transfer is not None:

@@ -19,6 +19,7 @@ from bacpypes3.primitivedata import Boolean, Enumerated, Null, ObjectIdentifier,
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cluster.commands import Scalar
+from cluster.guard import NotActive
 
 from .hookspecs import hookimpl
 from .types import DeviceContext, DriverSpec, Reading
@@ -143,6 +144,7 @@ class BacnetDriver:
         self._instance = self.settings.device_instance
         self._found = False  # an I-Am confirmed the device (its instance at its address)
         self._app: _Client | None = None
+        self._socket: Any = None  # the application's UDP socket, as the fence knows it
         self._ready = asyncio.Event()  # the application is open and the device's address known
         self._online: bool | None = None  # None: not heard from yet
         self._renew_at = 0.0  # loop time of the next (re)subscription
@@ -156,6 +158,7 @@ class BacnetDriver:
         self._renew_at = 0.0  # subscriptions name our address: a new application subscribes again
         loop = asyncio.get_running_loop()
         try:
+            await self._fence(app)
             if self._address is not None:
                 self._ready.set()
             next_poll = loop.time()
@@ -170,6 +173,9 @@ class BacnetDriver:
         finally:
             self._ready.clear()
             self._app = None
+            if self._socket is not None:
+                self.context.fence.abort(self._socket)
+                self._socket = None
             app.close()
 
     def _open(self) -> _Client:
@@ -185,6 +191,27 @@ class BacnetDriver:
             numberOfApduRetries=self.settings.apdu_retries,
         )
         return _Client(device, local, self._on_cov)
+
+    async def _fence(self, app: _Client) -> None:
+        """Hand our UDP socket to the fence (shut for sending the moment the role is lost) and pass every datagram through
+        the act guard: bacpypes3 sends retries and segments by itself, and none may leave once this server is not active."""
+        server = app.normal.server
+        while server.local_transport is None:  # bacpypes3 binds in a task of its own
+            await asyncio.sleep(0.005)
+        transport = server.local_transport
+        self._socket = transport.get_extra_info("socket")
+        self.context.fence.register(self._socket, self.settings.apdu_timeout)
+        send = transport.sendto
+
+        def guarded(data: bytes, address: Any = None) -> None:
+            try:
+                self.context.act(f"bacnet frame {self.context.device}")
+            except NotActive:
+                logger.debug("bacnet %s: a datagram was not sent: this server is not active", self.context.device)
+                return
+            send(data, address)
+
+        transport.sendto = guarded  # type: ignore[method-assign]
 
     # ---- polling and device presence ----
 

@@ -58,7 +58,7 @@ class PluginHost:
         self._pending: dict[str, PointUpdate] = {}
         self._config_errors: dict[str, tuple[tuple, str]] = {}  # device -> (config key, why it cannot start)
         self._prepared: dict[str, tuple[tuple, _Prepared | str]] = {}  # device -> (config key, driver and settings)
-        self._writes: dict[tuple[str, int], asyncio.Task] = {}  # (point, write seq) -> the task driving it
+        self._writes: dict[str, tuple[int, asyncio.Task]] = {}  # point -> (write seq, the task driving it): one at a time
         self._attempts: dict[tuple[str, int], int] = {}
         self._wake = asyncio.Event()
 
@@ -145,6 +145,7 @@ class PluginHost:
                 points=prepared.points,
                 report=lambda readings: self._report(readings, source),
                 act=self._node.guard.act,
+                fence=self._node.fence,
                 log=logging.getLogger(f"tandem.device.{name}"),
             )
             driver = spec.factory(context)
@@ -169,12 +170,13 @@ class PluginHost:
         for name, desired in desired_writes.items():
             key = (name, desired.seq)
             device = self._devices.get(self._device_of(name))
-            if device is None or key in self._writes or self._attempts.get(key, 0) >= WRITE_ATTEMPTS:
+            # A point's writes go one after the other, the newest desired next: an older value never follows a newer one.
+            if device is None or name in self._writes or self._attempts.get(key, 0) >= WRITE_ATTEMPTS:
                 continue
             self._attempts[key] = self._attempts.get(key, 0) + 1
             task = asyncio.create_task(self._drive(device, name, desired.seq, desired.value), name=f"write {name}")
-            self._writes[key] = task
-            task.add_done_callback(lambda _, key=key: self._writes.pop(key, None))
+            self._writes[name] = (desired.seq, task)
+            task.add_done_callback(lambda _, name=name: (self._writes.pop(name, None), self._wake.set()))
 
     async def _drive(self, device: _Device, point: str, seq: int, value: Any) -> None:
         try:
@@ -196,7 +198,7 @@ class PluginHost:
     async def _stop(self, names: list[str]) -> None:
         devices = [self._devices.pop(name) for name in names if name in self._devices]
         tasks = [device.task for device in devices if device.task is not None]
-        await stop_all(tasks + [task for (point, _), task in self._writes.items() if self._device_of(point) in names])
+        await stop_all(tasks + [task for point, (_, task) in self._writes.items() if self._device_of(point) in names])
         for device in devices:
             logger.info("device %s: driver stopped", device.name)
 
@@ -244,7 +246,7 @@ class PluginHost:
     def status(self) -> dict[str, Any]:
         return {
             "loaded": self._plugins.loaded,
-            "writes_in_flight": sorted(f"{point}#{seq}" for point, seq in self._writes),
+            "writes_in_flight": sorted(f"{point}#{seq}" for point, (seq, _) in self._writes.items()),
             "problems": [vars(problem) for problem in self._plugins.problems],
             "devices": {
                 **{name: {"running": True, "plugin": d.plugin, "error": d.error} for name, d in self._devices.items()},

@@ -7,7 +7,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pymodbus.client import AsyncModbusTcpClient
@@ -185,6 +185,7 @@ class ModbusDriver:
         self.points: dict[str, ModbusPoint] = context.points  # type: ignore[assignment]
         self.blocks = plan_blocks(self.points, self.settings.max_gap)
         self._client: AsyncModbusTcpClient | None = None
+        self._socket: Any = None  # the connection's socket, as the fence knows it
         self._lock = asyncio.Lock()  # one request at a time on the connection, poller and writes alike
         self._next_request = 0.0  # loop time before which no request may start (request_gap)
         self._online: bool | None = None  # None until the device first answers or fails
@@ -215,8 +216,14 @@ class ModbusDriver:
         )
         if not await self._client.connect():
             raise ConnectionError(f"cannot connect to {s.host}:{s.port}")
+        self._socket = self._client.ctx.transport.get_extra_info("socket")
+        self.context.fence.register(self._socket, s.timeout)
 
     def _close(self) -> None:
+        """Abort the connection (RST, unsent requests dropped): a closed field connection never delivers anything later."""
+        if self._socket is not None:
+            self.context.fence.abort(self._socket)
+            self._socket = None
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -248,9 +255,12 @@ class ModbusDriver:
             client = self._client
             if client is None or not client.connected:
                 raise ConnectionError(f"modbus device {self.context.device} is not connected")
-            self.context.act(f"modbus {what} {self.context.device}")
+            self.context.act(f"modbus {what} {self.context.device}")  # the frame is written in this same loop step
             try:
                 return await call(client)
+            except BaseException:  # timed out, cancelled (the role is lost) or broken: the connection is in doubt
+                self._close()
+                raise
             finally:
                 self._next_request = loop.time() + self.settings.request_gap
 

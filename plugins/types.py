@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from cluster.commands import Scalar
+from cluster.fence import Fence
 from cluster.raft import ProposalFailed
 from cluster.state import ProcessImage
 
@@ -44,6 +45,7 @@ class DeviceContext:
     points: dict[str, BaseModel]  # point name -> its entry, validated by DriverSpec.point_model
     report: Callable[[list[Reading]], None]
     act: Callable[[str], int]  # the active guard: call before every request to the device; raises NotActive
+    fence: Fence  # register(sock, timeout) every socket you open at once; abort(sock) when a request timed out
     log: logging.Logger
 
 

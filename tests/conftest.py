@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -143,29 +144,46 @@ def confirmed_write(cluster: LocalCluster, node: str, name: str, value: Any) -> 
 COUNTER = "live.counter"
 
 
-class Updater:
-    """Counts COUNTER up every 20 ms through whichever server accepts it (a thread, independent of the client)."""
+def count_up(n: int) -> tuple[str, str, dict[str, Any]]:
+    """The request that reports COUNTER = n as a field value."""
+    return "POST", "/api/v1/points", {"updates": [{"name": COUNTER, "value": n}]}
 
-    def __init__(self, cluster: LocalCluster) -> None:
+
+class Updater:
+    """Sends `request(n)` for n = 1, 2, ... every `period` through whichever server accepts it (a thread, independent of
+    the client); `acked` holds (n, wall time) of each acknowledged request, `sent` how many were."""
+
+    def __init__(
+        self, cluster: LocalCluster, request: Callable[[int], tuple[str, str, Any]] = count_up, period: float = 0.02, accepted: int = 200
+    ) -> None:
         self.cluster = cluster
-        self.sent = 0
+        self.request = request
+        self.period = period
+        self.accepted = accepted
+        self.acked: list[tuple[int, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    @property
+    def sent(self) -> int:
+        return len(self.acked)
+
     def _run(self) -> None:
         apis = [self.cluster[name].spec.api for name in ("main", "backup")]
+        n = 0
         while not self._stop.is_set():
-            body = {"updates": [{"name": COUNTER, "value": self.sent + 1}]}
+            n += 1
+            method, path, body = self.request(n)
             for api in list(apis):
                 try:
-                    if call_api(self.cluster.config, api, "POST", "/api/v1/points", body, timeout=0.2)[0] == 200:
-                        self.sent += 1
+                    if call_api(self.cluster.config, api, method, path, body, timeout=0.2)[0] == self.accepted:
+                        self.acked.append((n, time.time()))
                         break
                 except OSError:
                     pass
-                apis.remove(api)  # refused, or no answer (a paused server): ask it last from now on
+                apis.remove(api)  # refused, or no answer (a paused or cut-off server): ask it last from now on
                 apis.append(api)
-            self._stop.wait(0.02)
+            self._stop.wait(self.period)
 
     def __enter__(self) -> Updater:
         self._thread.start()

@@ -15,6 +15,7 @@ import pytest
 from driver_kit import Collector, running, until
 from pydantic import ValidationError
 
+from cluster.fence import Fence
 from cluster.guard import ActGuard, NotActive, read_acts
 from plugins.bacnet import BacnetDevice, BacnetDriver, BacnetError, BacnetPoint
 from plugins.manager import load_plugins
@@ -43,6 +44,7 @@ def make_driver(act: Callable[[str], int], points: dict[str, dict], name: str = 
         points={point: BacnetPoint(**keys) for point, keys in points.items()},
         report=collector,
         act=act,
+        fence=Fence(lambda: True),
         log=logging.getLogger(f"test.bacnet.{name}"),
     )
     return BacnetDriver(context), collector

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from netns import NetnsHosts
 
+from cluster.fence import Fence
 from cluster.guard import ActGuard, read_acts
 from plugins.bacnet import BacnetDevice, BacnetDriver, BacnetPoint
 from plugins.simulator.bacnet import DeviceProcess
@@ -83,6 +84,7 @@ async def poll_until_good(local_address: str, instance: int, point: str, acts: P
         points={"value": BacnetPoint(object=point)},
         report=lambda readings: latest.update((r.point, r) for r in readings),
         act=guard.act,
+        fence=Fence(lambda: True),
         log=logging.getLogger("test.bacnet.whois"),
     )
     driver = BacnetDriver(context)

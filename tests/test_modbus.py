@@ -17,6 +17,7 @@ from driver_kit import Collector, running, until
 from pydantic import ValidationError
 from pymodbus.exceptions import ModbusException
 
+from cluster.fence import Fence
 from cluster.guard import ActGuard, NotActive, read_acts
 from cluster.processes import free_ports
 from plugins.building import BuildingError, validate_building
@@ -37,6 +38,7 @@ def make_driver(
         points={point: ModbusPoint(**keys) for point, keys in points.items()},
         report=collector,
         act=act,
+        fence=Fence(lambda: True),
         log=logging.getLogger(f"test.modbus.{name}"),
     )
     return ModbusDriver(context), collector
