@@ -27,6 +27,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "schedules": "plugins.schedules",
     "trends": "plugins.trends",
     "webhook": "plugins.webhook",
+    "mail": "plugins.mail",
 }
 
 

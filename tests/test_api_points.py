@@ -131,6 +131,7 @@ def test_plugins_are_listed_with_what_they_registered(cluster):
     assert code == 200 and answer["node"] == "backup" and answer["problems"] == []
     assert set(answer["required"]) == set(answer["loaded"]) and "modbus" in answer["loaded"]
     assert {"name": "modbus", "plugin": "modbus"} in answer["drivers"] and {"name": "logic", "plugin": "logic"} in answer["functions"]
+    assert {"name": "mail", "plugin": "mail"} in answer["notifiers"] and {"name": "webhook", "plugin": "webhook"} in answer["notifiers"]
 
 
 def test_a_configuration_check_validates_on_any_server_and_commits_nothing(cluster):

@@ -4,9 +4,7 @@ sessions across a failover, the first admin created once, password changes endin
 from __future__ import annotations
 
 import asyncio
-import datetime
 import http.client
-import ipaddress
 import json
 import ssl
 import subprocess
@@ -15,15 +13,11 @@ from http.cookies import SimpleCookie
 from typing import Any, NamedTuple
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from cluster.cli import call_api
 from cluster.processes import LocalCluster, wait_for, write_config
 from cluster.state import ProcessImage, Rejected
-from conftest import module_cluster, report
+from conftest import module_cluster, report, self_signed
 from driver_kit import until
 from webmanager import users
 from webmanager.client import TandemClient
@@ -348,23 +342,6 @@ def test_a_session_from_main_works_on_the_backup_after_a_failover(make_cluster):
     login(cluster, "backup", "admin", password)
     logs = [cluster.log(node) for node in cluster.nodes]
     assert sum(log.count(PASSWORD_LINE) for log in logs) == 1  # the backup's activation created no second admin
-
-
-def self_signed(directory) -> tuple[str, str]:
-    """A self-signed certificate for 127.0.0.1 and its key, as PEM files in `directory`."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tandem test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    (directory / "cert.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    (directory / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    return str(directory / "cert.pem"), str(directory / "key.pem")
 
 
 def test_with_tls_the_api_speaks_https_and_the_session_cookie_is_secure(tmp_path):
