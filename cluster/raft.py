@@ -16,6 +16,7 @@ from typing import Any
 import pysyncobj.syncobj as _syncobj
 from pysyncobj import FAIL_REASON, SERIALIZER_STATE, SyncObj, SyncObjConf, SyncObjException, replicated
 from pysyncobj.monotonic import monotonic as raft_clock  # CLOCK_MONOTONIC_RAW: pysyncobj's deadlines use it
+from pysyncobj.tcp_connection import CONNECTION_STATE
 from pysyncobj.transport import TCPTransport
 
 from .config import Timers
@@ -154,6 +155,8 @@ class RaftNode(SyncObj):
         self._lease = timers.lease
         self._ping_period = timers.heartbeat
         self._next_ping = 0.0
+        self._link_timeout = timers.connection_timeout
+        self._newer_term_sent: dict[str, float] = {}  # peer -> when this node last told it of its newer term
         self._last_leader_contact = -math.inf
         self._prevote_round = 0
         self._prevote_grants: set[str] = set()
@@ -332,7 +335,18 @@ class RaftNode(SyncObj):
         if now >= self._next_ping:
             self._next_ping = now + self._ping_period
             self._ping_peers()
-        super()._onTick(timeToWait)
+        self._drop_silent_links(now)
+        # pysyncobj's own tick starts an election once the deadline passes, a moment after the check above (the work in
+        # between can take milliseconds): hold the deadline off unless the pre-vote passed or a transfer asked for it.
+        held = not (self._prevote_passed or self._SyncObj__transferInProgress)
+        deadline = self._SyncObj__raftElectionDeadline
+        if held:
+            self._SyncObj__raftElectionDeadline = math.inf
+        try:
+            super()._onTick(timeToWait)
+        finally:
+            if held and self._SyncObj__raftElectionDeadline == math.inf:  # no message moved it meanwhile
+                self._SyncObj__raftElectionDeadline = deadline
 
     def _checkCommandsToApply(self) -> None:
         super()._checkCommandsToApply()
@@ -371,6 +385,11 @@ class RaftNode(SyncObj):
             return
         if kind == "request_vote" and not self._may_vote(node, message):
             return
+        if kind == "newer_term":
+            self._on_newer_term(node, message)
+            return
+        if kind == "append_entries" and message["term"] < self.raftCurrentTerm:
+            self._notify_newer_term(node)
         if kind == "next_node_idx":
             self._peer_eligible[node.id] = message.get("elig", True) is True
         if kind == "next_node_idx" and self.is_leader and message.get("lterm") == self.raftCurrentTerm:
@@ -417,6 +436,7 @@ class RaftNode(SyncObj):
             and self.leader_contact_age() >= self._stickiness
             and (message["last_log_term"], message["last_log_index"]) >= self._last_log()
         )
+        logger.debug("pre-vote for %s (term %d): %s; leader contact %.3f s ago", node.id, message["term"], "granted" if granted else "refused", self.leader_contact_age())
         self._SyncObj__transport.send(node, {"type": "pre_vote_response", "round": message["round"], "granted": granted})
 
     def _count_prevote(self, node: Any, message: dict[str, Any]) -> None:
@@ -432,12 +452,54 @@ class RaftNode(SyncObj):
             self._SyncObj__raftElectionDeadline = 0  # the base tick starts the real election
 
     def _may_vote(self, node: Any, message: dict[str, Any]) -> bool:
-        """Leader stickiness: ignore a vote request (and its term) while a live leader is known."""
+        """Leader stickiness: ignore a vote request (and its term) while a live leader is known, unless it comes from that
+        leader itself (re-electing itself in a newer term, see `_on_newer_term`)."""
         if message["term"] <= self.raftCurrentTerm:
             return True
         if self.is_leader:
             return self._transfer_target == node.id
-        return self.leader_contact_age() >= self._stickiness
+        return self.leader_contact_age() >= self._stickiness or node is self._SyncObj__raftLeader
+
+    # ---- a follower stuck in a newer term ----
+    # A node whose pre-vote passed but whose election failed (a voter heard the leader again in between) holds a newer
+    # term than the leader. It ignores the leader's AppendEntries, and the leader (sticky) ignores its vote requests: it
+    # would stay behind for good. So it tells the leader; a leader that still holds its lease re-elects itself at once in
+    # a newer term (its voters grant that despite stickiness), and the stuck node follows it again.
+
+    def _notify_newer_term(self, node: Any) -> None:
+        now = raft_clock()
+        if now - self._newer_term_sent.get(node.id, -math.inf) >= self._stickiness:
+            self._newer_term_sent[node.id] = now
+            self._SyncObj__transport.send(node, {"type": "newer_term", "term": self.raftCurrentTerm})
+
+    def _on_newer_term(self, node: Any, message: dict[str, Any]) -> None:
+        term = message.get("term")
+        if not self.is_leader or type(term) is not int or term <= self.raftCurrentTerm:
+            return
+        holds_lease = self.lease_remaining() > 0
+        logger.warning("%s is in term %d, ahead of this leader's %d: stepping down%s", node.id, term, self.raftCurrentTerm,
+                       " and re-electing at once" if holds_lease else "")
+        self._SyncObj__setCurrentTerm(term, None)
+        self._SyncObj__setState(_FOLLOWER)
+        self._SyncObj__raftLeader = None
+        if holds_lease:  # the majority acknowledged it a moment ago: no pre-vote needed
+            self._prevote_passed = True
+            self._SyncObj__raftElectionDeadline = 0
+
+    def _drop_silent_links(self, now: float) -> None:
+        """Drop a link that has not carried a message for connection_timeout, or a dial that has not connected within
+        election_min; pysyncobj then dials again. pysyncobj times a link out only when it sends on it, and never while it
+        dials: a SYN lost in a partition is retried by the kernel only after 1, 3, 7, 15 s, so a healed link (and the
+        standby behind it) could otherwise stay down that long."""
+        transport = self._SyncObj__transport
+        for link in (*transport._connections.values(), *transport._unknownConnections):
+            silent = now - link._TcpConnection__lastReadTime  # since the last message, or since the dial began
+            if link.state == CONNECTION_STATE.CONNECTING and silent > self._stickiness:
+                logger.debug("sync link: no answer to a dial within %.1f s: dialling again", silent)
+                link.disconnect()
+            elif link.state == CONNECTION_STATE.CONNECTED and silent > self._link_timeout:
+                logger.info("sync link silent for %.1f s: dropped, dialling again", silent)
+                link.disconnect()
 
     def _ping_peers(self) -> None:
         """Keep every link busy: pysyncobj drops a connection on its first send after an idle period."""

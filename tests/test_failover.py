@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 
 from cluster.cli import call_api
@@ -118,3 +119,22 @@ def test_kill_all_three_and_restart_keeps_state(make_cluster):
     for name in ("main", "backup"):
         wait_for(lambda: cluster.caught_up(name, active), 10, f"{name} to apply everything")
         assert_points(cluster, name, values)
+
+
+def test_a_standby_that_comes_back_in_a_newer_term_is_followed_again(make_cluster):
+    """The backup returns with a term newer than the active's (as after a pre-vote that passed and an election that did
+    not): it ignores the active's entries, and the sticky active ignores its vote requests. It tells the active, which
+    re-elects itself at once in a newer term; the backup follows it again and catches up."""
+    cluster = make_cluster(failback="manual")
+    values = write_points(cluster)
+    cluster["backup"].stop()
+    term = cluster["main"].view()["term"]
+    meta = cluster["backup"].spec.data_dir / "raft.journal.meta"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "currentTerm": term + 5, "votedForNodeId": cluster["backup"].spec.raft}))
+    more = write_points(cluster, "while-away")
+    cluster["backup"].start()
+    wait_for(lambda: (cluster["main"].view() or {}).get("term", 0) > term + 5, 10, "main to re-elect itself in a newer term")
+    assert cluster.wait_active(5) == "main"
+    wait_for(lambda: cluster.caught_up("backup", "main"), 10, "the backup to follow main again")
+    assert_points(cluster, "backup", {**values, **more})
+    assert "stepping down and re-electing at once" in cluster.log("main")
