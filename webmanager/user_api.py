@@ -12,7 +12,6 @@ from aiohttp import web
 from cluster.guard import NotActive
 from cluster.node import ClusterNode, RoleEvent
 from cluster.raft import ProposalFailed
-from cluster.state import Rejected
 
 from . import users
 from .appkeys import NODE
@@ -25,6 +24,7 @@ logger = logging.getLogger(__name__)
 PASSWORD_LINE = "initial admin password: "  # printed once per cluster, on the stdout of the server that created the admin
 RESERVED_NAMES = frozenset({CLUSTER_USER, users.SYSTEM_USER})
 RETRY_DELAY = 1.0  # seconds before looking again after a commit of unknown outcome
+UNCERTAIN_WAIT = 30.0  # seconds a proposal of unknown outcome is looked for in the image, once this server cannot retry
 
 
 async def me(request: web.Request) -> web.Response:
@@ -117,27 +117,38 @@ class FirstAdmin:
         task.add_done_callback(self.tasks.discard)
 
     async def create(self) -> None:
+        """Propose the admin until one exists; then print the password if the admin that exists is this server's. The
+        answer to a proposal is not enough: one whose outcome was unknown may still commit later, under the next leader
+        (a retry is then refused, or this server is no longer active), so the replicated image decides."""
         assert self.hashed is not None
         hashed = await self.hashed
+        uncertain = False  # a proposal of this server's may still commit
         while (command := users.first_admin(self.node.image, hashed)) is not None:
             try:
-                result = await self.node.submit(command)
+                await self.node.submit(command)
             except NotActive as exc:
-                logger.warning("the first admin user was not created (%s); it will be when a server next becomes active", exc)
-                return
+                if not uncertain:
+                    logger.warning("the first admin user was not created (%s); it will be when a server next becomes active", exc)
+                    return
+                break
             except ProposalFailed as exc:  # the outcome is unknown: look at the image again (it may have applied)
                 logger.warning("creating the first admin user: %s; looking again", exc)
+                uncertain = True
                 await asyncio.sleep(RETRY_DELAY)
                 continue
-            if isinstance(result, Rejected):
-                return  # another server (or an earlier activation of this one) created it first
-            break
-        created = self.node.image.documents.get(users.KIND, {}).get(users.FIRST_ADMIN)
+            break  # applied, or refused because an admin exists (maybe from this server's earlier proposal)
+        deadline = asyncio.get_running_loop().time() + UNCERTAIN_WAIT
+        while uncertain and self._admin() is None and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(RETRY_DELAY)
+        created = self._admin()
         if created is None or created.body.get("password") != hashed or self.printed:
             return  # not this server's admin, or announced already
         self.printed = True
         print(f"{PASSWORD_LINE}{self.password}", flush=True)
         logger.info("created user %s with a one-time password (printed on stdout); log in and change it", users.FIRST_ADMIN)
+
+    def _admin(self) -> Any:
+        return self.node.image.documents.get(users.KIND, {}).get(users.FIRST_ADMIN)
 
     async def run(self, app: web.Application) -> AsyncIterator[None]:
         """The app's cleanup context: hash the password, then watch for activations until the app stops."""
