@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from harness import cpu_seconds, millis, parser, report, running_cluster, seconds, summary, view
+from harness import cpu_shares, millis, parser, report, running_cluster, seconds, summary, view
 
 from cluster.cli import call_api
 from cluster.processes import LocalCluster, free_ports, wait_for
@@ -32,11 +32,11 @@ def building(ports: list[int], rooms: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def apply(cluster: LocalCluster, text: str, directory: Path) -> None:
+def apply(cluster: LocalCluster, text: str, directory: Path, timeout: float = 120) -> None:
     path = directory / "building.toml"
     path.write_text(text)
     command = [sys.executable, "-m", "webmanager.main", "config", "apply", str(path), "--config", str(cluster.config.path)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
         raise RuntimeError(result.stderr)
 
@@ -83,12 +83,7 @@ def main() -> int:
         with running_cluster(args.keep) as cluster:
             apply(cluster, building(ports, room.address), cluster.config.path.parent)
             wait_for(lambda: view(cluster, "backup")["points"] >= DEVICES * REGISTERS + 1, 60, "every point in the backup's image")
-            pid = cluster["main"].pid
-            cpu = []
-            for _ in range(args.runs):
-                start_cpu, start = cpu_seconds(pid), time.monotonic()
-                wait_for(lambda: time.monotonic() - start >= CPU_SECONDS / args.runs, CPU_SECONDS, "a CPU sample", interval=0.1)
-                cpu.append((cpu_seconds(pid) - start_cpu) / (time.monotonic() - start))
+            cpu = cpu_shares(cluster["main"].pid, args.runs, CPU_SECONDS / args.runs)
             samples = range(max(args.runs, 50))
             latency = [
                 seen_on_backup(cluster, f"dev0.r{run}", 1000 + run, lambda run=run: devices[0].set("input", run, [1000 + run]))

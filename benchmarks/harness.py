@@ -157,6 +157,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_shares(pid: int, runs: int, window: float) -> list[float]:
+    """The process's CPU over `runs` back-to-back windows of `window` seconds, as shares of one core."""
+    shares = []
+    for _ in range(runs):
+        start_cpu, start = cpu_seconds(pid), time.monotonic()
+        wait_for(lambda: time.monotonic() - start >= window, window + 5, "a CPU window", interval=0.1)
+        shares.append((cpu_seconds(pid) - start_cpu) / (time.monotonic() - start))
+    return shares
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import datetime
 import getpass
+import gzip
+import http.client
 import json
 import os
 import sys
@@ -19,11 +21,15 @@ from typing import Any
 
 import tomli_w
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
-from .config import ConfigError, TandemConfig, load_config
+from .config import ConfigError, NodeConfig, TandemConfig, load_config
 
 HTTP_TIMEOUT = 3.0
+EXPORT_TIMEOUT = 60.0  # a building of 250,000 points is some 40 MB of JSON
+APPLY_TIMEOUT = 120.0  # seconds without a word from the active server while it applies a building
+UPLOAD_CHUNK = 256 * 2**10
 
 
 class CliError(Exception):
@@ -62,13 +68,15 @@ def _iso(value: object) -> str:
     raise TypeError(f"cannot send {type(value).__name__} as JSON")
 
 
-def _any_node(config: TandemConfig, method: str, path: str, body: Any = None, servers_only: bool = False) -> tuple[int, Any]:
+def _any_node(
+    config: TandemConfig, method: str, path: str, body: Any = None, servers_only: bool = False, timeout: float = HTTP_TIMEOUT
+) -> tuple[int, Any]:
     """Ask the nodes in configuration order; the first that answers does."""
     for node in config.cluster.nodes:
         if servers_only and not node.is_server:
             continue
         try:
-            return call_api(config, node.api, method, path, body)
+            return call_api(config, node.api, method, path, body, timeout)
         except (OSError, json.JSONDecodeError):
             continue
     raise CliError("no node of the cluster answered (is it running? see `tandem status`)", code=2)
@@ -186,19 +194,27 @@ def _measure_gap(config: TandemConfig, api: str, term: int, last_act: float | No
 
 def cmd_config(config: TandemConfig, args: argparse.Namespace) -> int:
     if args.action == "export":
-        print(tomli_w.dumps(_from_a_server(config, "/api/v1/config")), end="")
+        print(tomli_w.dumps(_from_a_server(config, "/api/v1/config", timeout=EXPORT_TIMEOUT)), end="")
         return 0
     if args.file is None:
         raise CliError("config apply needs the building FILE.toml to apply", code=2)
-    try:
-        building = tomllib.loads(Path(args.file).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CliError(f"{args.file}: file not found", code=2) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CliError(f"{args.file}: cannot read: {exc}", code=2) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise CliError(f"{args.file}: not valid TOML: {exc}", code=2) from None
-    code, answer = _through_active(config, "POST", "/api/v1/config", building)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=Console(stderr=True), transient=True) as progress:
+        step = progress.add_task(f"reading {args.file}", total=None)
+        try:
+            building = tomllib.loads(Path(args.file).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise CliError(f"{args.file}: file not found", code=2) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"{args.file}: cannot read: {exc}", code=2) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise CliError(f"{args.file}: not valid TOML: {exc}", code=2) from None
+        lines = (json.dumps({section: entry}, default=_iso) for section, value in building.items() for entry in (value if isinstance(value, list) else [value]))
+        body = gzip.compress("\n".join(lines).encode(), compresslevel=1)  # one {section: entry} per line: parsed a line at a time
+        name, api = _active_api(config)
+        try:
+            code, answer = _apply_building(config, config.node(name), body, lambda description, done, total: progress.update(step, description=description, completed=done, total=total))
+        except OSError as exc:
+            raise CliError(f"the active server {name} ({api}) did not answer: {exc}") from None
     if code == 400 and isinstance(answer, dict):
         problems = answer.get("problems") or [answer.get("error", "refused")]
         raise CliError("\n".join(f"{args.file}: {problem}" for problem in problems), code=2)
@@ -208,9 +224,43 @@ def cmd_config(config: TandemConfig, args: argparse.Namespace) -> int:
     return 0
 
 
-def _from_a_server(config: TandemConfig, path: str) -> Any:
+def _apply_building(config: TandemConfig, node: NodeConfig, body: bytes, progress: Callable[[str, int | None, int | None], None]) -> tuple[int, Any]:
+    """POST a gzipped building to the node's /api/v1/config, showing the upload, then the server's steps as they stream back."""
+    host, port = node.api.rsplit(":", 1)
+    connection = (
+        http.client.HTTPSConnection(host, int(port), timeout=APPLY_TIMEOUT, context=node.client_ssl())
+        if node.tls_cert else http.client.HTTPConnection(host, int(port), timeout=APPLY_TIMEOUT)
+    )
+    headers = {
+        "Authorization": f"Bearer {config.api_token}", "Content-Type": "application/x-ndjson", "Content-Encoding": "gzip",
+        "Content-Length": str(len(body)), "Accept": "application/x-ndjson",
+    }
+    connection.putrequest("POST", "/api/v1/config")
+    for key, value in headers.items():
+        connection.putheader(key, value)
+    connection.endheaders()
+    for offset in range(0, len(body), UPLOAD_CHUNK):
+        connection.send(body[offset : offset + UPLOAD_CHUNK])
+        progress("uploading", min(offset + UPLOAD_CHUNK, len(body)), len(body))
+    progress("validating on the active server", None, None)
+    response = connection.getresponse()
+    if response.headers.get_content_type() != "application/x-ndjson":
+        return response.status, json.loads(response.read())
+    for line in response:
+        event = json.loads(line)
+        step = event.get("progress")
+        if step is None:
+            return event.pop("status"), event
+        if step["step"] == "committed":
+            progress("committing", step["part"], step["parts"])
+        elif step["step"] == "planned":
+            progress(f"committing {step['changed']:,} document change(s)", 0, step["parts"])
+    raise OSError("the answer ended before the outcome")
+
+
+def _from_a_server(config: TandemConfig, path: str, timeout: float = HTTP_TIMEOUT) -> Any:
     """GET `path` from the first server that answers; CliError unless it answered 2xx."""
-    code, answer = _any_node(config, "GET", path, servers_only=True)
+    code, answer = _any_node(config, "GET", path, servers_only=True, timeout=timeout)
     _fail_on_error(code, answer)
     return answer
 

@@ -1,6 +1,7 @@
 """Replicated commands: immutable, validated on construction, stamped with wall time by the active."""
 
 import math
+import pickle
 from dataclasses import dataclass, field
 from functools import partial
 from typing import NamedTuple, TypeAlias
@@ -83,7 +84,8 @@ def _check_version(field: str, value: object) -> None:
         raise CommandError(field, f"must be None or a non-negative int, got {value!r}")
 
 
-def _check_update(update: object) -> None:
+def check_update(update: object) -> None:
+    """Raise CommandError (its field relative to the update, e.g. ".quality") unless `update` is a valid PointUpdate."""
     if type(update) is not PointUpdate:
         raise CommandError("", f"must be a PointUpdate, got {type(update).__name__}")
     _check_name(".name", update.name)
@@ -127,7 +129,7 @@ class UpdatePoints:
             raise CommandError("updates", "must be a non-empty tuple of PointUpdate")
         for index, update in enumerate(self.updates):
             try:
-                _check_update(update)
+                check_update(update)
             except CommandError as exc:
                 raise CommandError(f"updates[{index}]{exc.field}", exc.problem) from None
         object.__setattr__(self, "ts", max(update.ts for update in self.updates))
@@ -229,23 +231,59 @@ class DeleteDocument:
         _check_version("expected_version", self.expected_version)
 
 
-@dataclass(frozen=True, slots=True)
-class ApplyDocuments:
-    """Document puts and deletes committed as one: all apply, or none does (the first conflict is the result)."""
+MAX_PART_DOCUMENTS = 500  # document changes per log entry: a bigger configuration change is staged in parts
+MAX_PART_BYTES = 256 * 2**10  # pickled document bodies per log entry (a part ends at whichever bound comes first)
 
+
+def _check_changes(changes: object) -> None:
+    """A non-empty tuple of at most MAX_PART_DOCUMENTS PutDocument or DeleteDocument, each (kind, name) once."""
+    if type(changes) is not tuple or not changes:
+        raise CommandError("changes", "must be a non-empty tuple of PutDocument or DeleteDocument")
+    if len(changes) > MAX_PART_DOCUMENTS:
+        raise CommandError("changes", f"holds {len(changes)} documents; a log entry takes at most {MAX_PART_DOCUMENTS} (stage the rest)")
+    seen: set[tuple[str, str]] = set()
+    for index, change in enumerate(changes):
+        if type(change) not in (PutDocument, DeleteDocument):
+            raise CommandError(f"changes[{index}]", f"must be a PutDocument or DeleteDocument, got {type(change).__name__}")
+        if (change.kind, change.name) in seen:
+            raise CommandError(f"changes[{index}]", f"changes {change.kind}/{change.name} a second time")
+        seen.add((change.kind, change.name))
+
+
+@dataclass(frozen=True, slots=True)
+class StageDocuments:
+    """Part `part` (1, 2, ...) of the configuration change `change`: kept aside, invisible, until the ApplyDocuments that
+    names the change makes all its parts visible at once. Part 1 starts the change."""
+
+    change: str
+    part: int
     changes: tuple[PutDocument | DeleteDocument, ...]
     ts: float = field(init=False)
 
     def __post_init__(self) -> None:
-        if type(self.changes) is not tuple or not self.changes:
-            raise CommandError("changes", "must be a non-empty tuple of PutDocument or DeleteDocument")
-        seen: set[tuple[str, str]] = set()
-        for index, change in enumerate(self.changes):
-            if type(change) not in (PutDocument, DeleteDocument):
-                raise CommandError(f"changes[{index}]", f"must be a PutDocument or DeleteDocument, got {type(change).__name__}")
-            if (change.kind, change.name) in seen:
-                raise CommandError(f"changes[{index}]", f"changes {change.kind}/{change.name} a second time")
-            seen.add((change.kind, change.name))
+        _check_name("change", self.change)
+        if type(self.part) is not int or self.part < 1:
+            raise CommandError("part", f"must be a positive int, got {self.part!r}")
+        _check_changes(self.changes)
+        object.__setattr__(self, "ts", max(change.ts for change in self.changes))
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyDocuments:
+    """Document puts and deletes committed as one: all apply, or none does (the first conflict is the result). With
+    `staged = (change, parts)` they are the last part of a staged change, and the whole change becomes visible at once,
+    unless a document of a kind it changes was changed by anything else since its part 1."""
+
+    changes: tuple[PutDocument | DeleteDocument, ...]
+    ts: float = field(init=False)
+    staged: tuple[str, int] | None = None
+
+    def __post_init__(self) -> None:
+        _check_changes(self.changes)
+        if self.staged is not None:
+            if type(self.staged) is not tuple or len(self.staged) != 2 or type(self.staged[1]) is not int or self.staged[1] < 1:
+                raise CommandError("staged", f"must be None or (change, parts staged), got {self.staged!r}")
+            _check_name("staged[0]", self.staged[0])
         object.__setattr__(self, "ts", max(change.ts for change in self.changes))
 
 
@@ -317,7 +355,37 @@ class Activate:
             raise CommandError("gap", f"must be None or seconds as a float from 0, got {self.gap!r}")
 
 
-Command: TypeAlias = UpdatePoints | WritePoint | WriteOutcome | PutDocument | DeleteDocument | ApplyDocuments | Step | Activate
+@dataclass(frozen=True, slots=True)
+class DiscardStaged:
+    """Drop the staged parts of configuration change `change`: its apply failed or was abandoned."""
+
+    change: str
+    ts: float
+
+    def __post_init__(self) -> None:
+        _check_name("change", self.change)
+        _check_ts("ts", self.ts)
+
+
+def in_parts(changes: list[PutDocument | DeleteDocument], change: str) -> list[StageDocuments | ApplyDocuments]:
+    """Bounded log entries for a configuration change: one ApplyDocuments when it fits, else StageDocuments parts under
+    the id `change` and an ApplyDocuments of the last part that makes them all visible at once."""
+    parts: list[list[PutDocument | DeleteDocument]] = [[]]
+    size = 0
+    for item in changes:
+        weight = len(pickle.dumps(item.body, protocol=5)) if type(item) is PutDocument else 0
+        if parts[-1] and (len(parts[-1]) == MAX_PART_DOCUMENTS or size + weight > MAX_PART_BYTES):
+            parts.append([])
+            size = 0
+        parts[-1].append(item)
+        size += weight
+    if len(parts) == 1:
+        return [ApplyDocuments(tuple(parts[0]))]
+    staged = [StageDocuments(change, number, tuple(part)) for number, part in enumerate(parts[:-1], start=1)]
+    return [*staged, ApplyDocuments(tuple(parts[-1]), staged=(change, len(staged)))]
+
+
+Command: TypeAlias = UpdatePoints | WritePoint | WriteOutcome | PutDocument | DeleteDocument | StageDocuments | ApplyDocuments | DiscardStaged | Step | Activate
 
 
 def points_touched(command: Command) -> frozenset[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import math
 import time
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from .commands import Activate, Command, UpdatePoints
+from .commands import Activate, ApplyDocuments, Command, UpdatePoints
 from .config import NodeConfig, Role, TandemConfig
 from .fence import Fence
 from .guard import ActGuard, NotActive
@@ -23,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 CAUGHT_UP_SLACK = 100  # entries a follower may trail the leader's log and still count as caught up
 LAG_WINDOW = 10_000  # point batches over which the apply lag percentiles are reported
+COMPACT_DELAY = 10.0  # seconds after a staged configuration change before the first server snapshots it (the next: 2x, 3x)
 
 
 class RoleEvent(NamedTuple):
@@ -34,11 +36,13 @@ class RoleEvent(NamedTuple):
 
 class Change(NamedTuple):
     """One applied command and its result; command None means the whole image was replaced from a snapshot.
-    `seq` counts the commands applied so far (the same on every replica); after a snapshot, the snapshot's count."""
+    `seq` counts the commands applied so far (the same on every replica); after a snapshot, the snapshot's count.
+    `kinds` are the document kinds whose visible documents the command changed (a staged part changes none)."""
 
     command: Command | None
     result: object
     seq: int
+    kinds: frozenset[str] = frozenset()
 
 
 class TransferFailed(Exception):
@@ -84,6 +88,8 @@ class ClusterNode:
         self.blocked: str | None = None  # why this server may not become active (e.g. a required plugin failed)
         self._status_extras: dict[str, Callable[[], Any]] = {}
         self._raft: RaftNode | None = None
+        self._index = [node.name for node in config.cluster.nodes].index(name)
+        self._compact_at: float | None = None  # when to snapshot after a big configuration change
 
     # ---- lifecycle ----
 
@@ -269,6 +275,9 @@ class ClusterNode:
     def _tick(self) -> None:
         raft = self.raft
         now = time.monotonic()
+        if self._compact_at is not None and now >= self._compact_at:
+            self._compact_at = None
+            raft.compact()
         if not self.is_active():
             self.fence.close()  # the role is lost: nothing queued while active may reach a device or client now
         self.fence.sweep()
@@ -293,7 +302,8 @@ class ClusterNode:
         if active:
             if now >= self._next_lifesign:
                 self._next_lifesign = now + self._timers.lifesign_interval
-                self.guard.act("lifesign")
+                with contextlib.suppress(NotActive):  # the lease may have less than the act margin left: no life sign then
+                    self.guard.act("lifesign")
             self._check_failback(now)
 
     def _propose_activation(self, term: int) -> None:
@@ -367,7 +377,11 @@ class ClusterNode:
             self.updates_applied += len(command.updates)
         if isinstance(command, Activate) and command.node == self.name and not isinstance(result, Rejected):
             self._activated_term = command.term
-        self._notify(Change(command, result, self.image.applied))
+        if type(command) is ApplyDocuments and command.staged is not None and not isinstance(result, Rejected):
+            # A big configuration change: snapshot it rather than keep (and have a wiped node replay) its parts, once the
+            # drivers have started on it, and one server after the other (each encoding takes a core for a while).
+            self._compact_at = time.monotonic() + COMPACT_DELAY * (1 + self._index)
+        self._notify(Change(command, result, self.image.applied, frozenset(self.image.kinds_changed)))
         return result
 
     def _freeze(self) -> Encoder:
@@ -423,6 +437,8 @@ class ClusterNode:
             "updates_applied": self.updates_applied,
             "commands_applied": self.image.applied,  # the log position derived state (trends) is recorded by
             "apply_lag": _percentiles(self._apply_lags),
+            "largest_entry": raft.largest_entry,  # bytes, since this node started
+            "longest_apply": raft.longest_apply,  # seconds one entry held the Raft thread, since this node started
             "blocked": self.blocked,
             **{key: provider() for key, provider in self._status_extras.items()},
             "peers": peers,

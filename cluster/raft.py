@@ -165,6 +165,8 @@ class RaftNode(SyncObj):
         self._lease_floor = -math.inf
         self._transfer_target: str | None = None
         self._echo: tuple[float, int] | None = None
+        self.largest_entry = 0  # bytes of the largest log entry applied since start
+        self.longest_apply = 0.0  # seconds of the longest apply of one entry (decode and state machine) on the Raft thread
         self.eligible = True  # may this node become active? Sent to the leader with every answer to AppendEntries
         self.may_campaign = True  # False: this node does not start elections (a server that is blocked)
         self._peer_eligible: dict[str, bool] = {}
@@ -285,6 +287,11 @@ class RaftNode(SyncObj):
 
         self._apply(command, callback=done)
 
+    def compact(self) -> None:
+        """Take a snapshot and drop the log before it at the next tick (after a big configuration change: its entries
+        would otherwise stay in memory, and be replayed by a wiped node, until snapshot_entries more have come)."""
+        self.forceLogCompaction()
+
     def revoke_lease(self) -> None:
         """Stop counting acknowledgements: the lease lapses at once (before a leadership transfer)."""
         self._lease_floor = math.inf
@@ -347,6 +354,14 @@ class RaftNode(SyncObj):
         finally:
             if held and self._SyncObj__raftElectionDeadline == math.inf:  # no message moved it meanwhile
                 self._SyncObj__raftElectionDeadline = deadline
+
+    def _SyncObj__doApplyCommand(self, command: bytes) -> Any:
+        started = time.perf_counter()
+        try:
+            return SyncObj._SyncObj__doApplyCommand(self, command)
+        finally:
+            self.largest_entry = max(self.largest_entry, len(command))
+            self.longest_apply = max(self.longest_apply, time.perf_counter() - started)
 
     def _checkCommandsToApply(self) -> None:
         super()._checkCommandsToApply()

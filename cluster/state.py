@@ -1,8 +1,10 @@
 """The process image: the deterministic state machine every server applies the replicated log to."""
 
 import collections
+import gc
 import io
 import pickle
+import sys
 from collections.abc import Callable
 from functools import partial
 from operator import itemgetter
@@ -15,8 +17,10 @@ from cluster.commands import (
     ApplyDocuments,
     Command,
     DeleteDocument,
+    DiscardStaged,
     PutDocument,
     Scalar,
+    StageDocuments,
     Step,
     UpdatePoints,
     WriteOutcome,
@@ -26,8 +30,9 @@ from cluster.commands import (
 # A snapshot is _MAGIC, one format-version byte, then a pickle (protocol 5) of plain data only:
 # no class references, so decoding cannot run code and does not depend on Python class names.
 _MAGIC = b"TNDM-IMAGE"
-_FORMAT_VERSION = 4
-_READABLE_VERSIONS = (2, 3, 4)  # version 2 had no function state or journals; 2 and 3 kept the last activation only
+_FORMAT_VERSION = 5
+_READABLE_VERSIONS = (2, 3, 4, 5)  # 2 had no function state or journals; 2 and 3 kept the last activation only; 5 added staging
+STAGE_IDLE = 60.0  # seconds after its last part that a staged change may be replaced by another one
 _QUALITY_CODES = {quality: code for code, quality in enumerate(QUALITIES)}
 
 
@@ -93,6 +98,21 @@ class Rejected(NamedTuple):
     reason: str
 
 
+class Staging:
+    """A configuration change being staged in parts: the changes so far, applied to copies of the kinds they touch (made
+    visible by a swap, in one step of bounded cost), and the kinds' generations when part 1 applied."""
+
+    def __init__(self, change: str, user: str, since: float, generations: dict[str, int]) -> None:
+        self.change = change
+        self.user = user
+        self.since = since
+        self.last = since
+        self.parts = 0
+        self.generations = generations
+        self.shadow: dict[str, dict[str, Document]] = {}
+        self.changes: list[PutDocument | DeleteDocument] = []  # in order: what a snapshot holds of it
+
+
 class UnknownCommand(TypeError):
     """`ProcessImage.apply` was given an object that is not a known command."""
 
@@ -111,6 +131,8 @@ class Frozen(NamedTuple):
     functions: dict[str, dict[str, object]]
     journals: dict[str, tuple[JournalEntry, ...]]
     journal_seq: dict[str, int]
+    generations: dict[str, int]
+    staging: tuple | None  # (change, user, since, last, parts, generations, changes) as plain data
 
 
 class _PlainUnpickler(pickle.Unpickler):
@@ -142,6 +164,9 @@ class ProcessImage:
         self.functions: dict[str, dict[str, object]] = {}  # function -> key -> JSON value
         self.journals: dict[str, collections.deque[JournalEntry]] = {}
         self.journal_seq: dict[str, int] = {}  # function -> seq of its last journal entry (kept when entries expire)
+        self.generations: dict[str, int] = {}  # document kind -> how many commands changed its documents
+        self.staging: Staging | None = None
+        self.kinds_changed: set[str] = set()  # the document kinds the last applied command changed
         self.last_ts = 0.0
         self.applied = 0
 
@@ -153,6 +178,7 @@ class ProcessImage:
         handler = _HANDLERS.get(type(cmd))
         if handler is None:
             raise UnknownCommand(f"not a replicated command: {type(cmd).__module__}.{type(cmd).__qualname__}")
+        self.kinds_changed = set()
         result = handler(self, cmd)
         self.last_ts = max(self.last_ts, cmd.ts)
         self.applied += 1
@@ -199,9 +225,9 @@ class ProcessImage:
                 self.desired[cmd.name] = current._replace(error=cmd.error)
             self._audit(cmd.ts, cmd.source, "write-failed", cmd.name, f"write {cmd.seq}: {cmd.error}")
 
-    def _refusal(self, cmd: PutDocument | DeleteDocument) -> Rejected | None:
-        """Why a document change cannot apply now, or None."""
-        current = self.documents.get(cmd.kind, {}).get(cmd.name)
+    def _refusal(self, cmd: PutDocument | DeleteDocument, docs: dict[str, Document] | None = None) -> Rejected | None:
+        """Why a document change cannot apply now to `docs` (default: the kind's visible documents), or None."""
+        current = (self.documents.get(cmd.kind, {}) if docs is None else docs).get(cmd.name)
         if current is None and type(cmd) is DeleteDocument:
             return Rejected(f"not found: {cmd.kind}/{cmd.name}")
         version = current.version if current else 0
@@ -209,14 +235,16 @@ class ProcessImage:
             return _conflict(cmd.kind, cmd.name, version, cmd.expected_version)
         return None
 
+    def _changed(self, kind: str) -> None:
+        self.generations[kind] = self.generations.get(kind, 0) + 1
+        self.kinds_changed.add(kind)
+
     def _put_document(self, cmd: PutDocument) -> int | Rejected:
         refusal = self._refusal(cmd)
         if refusal is not None:
             return refusal
-        docs = self.documents.setdefault(cmd.kind, {})  # a plugin function's kind appears with its first document
-        current = docs.get(cmd.name)
-        version = current.version + 1 if current else 1
-        docs[cmd.name] = Document(version, cmd.body, cmd.user, cmd.ts)
+        version = _put(self.documents.setdefault(cmd.kind, {}), cmd)  # a plugin function's kind appears with its first document
+        self._changed(cmd.kind)
         self._audit(cmd.ts, cmd.user, "put", f"{cmd.kind}/{cmd.name}", f"version {version}")
         return version
 
@@ -225,15 +253,78 @@ class ProcessImage:
         if refusal is not None:
             return refusal
         current = self.documents[cmd.kind].pop(cmd.name)
+        self._changed(cmd.kind)
         self._audit(cmd.ts, cmd.user, "delete", f"{cmd.kind}/{cmd.name}", f"version {current.version}")
         return None
 
-    def _apply_documents(self, cmd: ApplyDocuments) -> tuple[int | None, ...] | Rejected:
-        for change in cmd.changes:  # each (kind, name) appears once, so checking up front is exact
-            refusal = self._refusal(change)
+    def _apply_documents(self, cmd: ApplyDocuments) -> tuple[int | None, ...] | int | Rejected:
+        """Apply the changes now (their versions), or as the last part of a staged change: then every part becomes visible
+        at once (the number of documents changed), audited per kind."""
+        if cmd.staged is None:
+            for change in cmd.changes:  # each (kind, name) appears once, so checking up front is exact
+                refusal = self._refusal(change)
+                if refusal is not None:
+                    return refusal
+            return tuple(_HANDLERS[type(change)](self, change) for change in cmd.changes)
+        change, parts = cmd.staged
+        staging = self.staging
+        if staging is None or staging.change != change or staging.parts != parts:
+            return Rejected(f"configuration change {change} is not staged with {parts} part(s) (replaced or discarded)")
+        refusal = self._stage(staging, cmd.changes)
+        self.staging = None
+        if refusal is not None:
+            return refusal
+        moved = sorted(kind for kind in staging.shadow if self.generations.get(kind, 0) != staging.generations.get(kind, 0))
+        if moved:
+            return Rejected(f"{', '.join(moved)} changed while configuration change {change} was staged")
+        counts: dict[str, list[int]] = {}
+        for staged in staging.changes:
+            counts.setdefault(staged.kind, [0, 0])[type(staged) is DeleteDocument] += 1
+        for kind, documents in staging.shadow.items():
+            self.documents[kind] = documents
+            self._changed(kind)
+            puts, deletes = counts[kind]
+            self._audit(cmd.ts, staging.user, "apply", kind, f"{puts} put, {deletes} deleted (change {change}, {parts + 1} parts)")
+        return len(staging.changes)
+
+    def _stage_documents(self, cmd: StageDocuments) -> int | Rejected:
+        """Keep a part of a configuration change aside (invisible); part 1 starts the change. Returns the parts so far."""
+        staging = self.staging
+        if cmd.part == 1:
+            if staging is not None and staging.change != cmd.change and cmd.ts - staging.last < STAGE_IDLE:
+                return Rejected(f"configuration change {staging.change} by {staging.user} is being applied; try again when it is done")
+            user = cmd.changes[0].user
+            self.staging = staging = Staging(cmd.change, user, cmd.ts, dict(self.generations))
+        elif staging is None or staging.change != cmd.change or staging.parts != cmd.part - 1:
+            return Rejected(f"part {cmd.part} of configuration change {cmd.change} does not follow a staged part {cmd.part - 1}")
+        refusal = self._stage(staging, cmd.changes)
+        if refusal is not None:
+            self.staging = None
+            return refusal
+        staging.parts = cmd.part
+        staging.last = cmd.ts
+        return staging.parts
+
+    def _discard_staged(self, cmd: DiscardStaged) -> None:
+        if self.staging is not None and self.staging.change == cmd.change:
+            self.staging = None
+
+    def _stage(self, staging: Staging, changes: tuple[PutDocument | DeleteDocument, ...]) -> Rejected | None:
+        """Apply `changes` to the staging's copies of their kinds (all, or none if one is refused)."""
+        for change in changes:
+            if change.kind not in staging.shadow:
+                staging.shadow[change.kind] = dict(self.documents.get(change.kind, {}))
+            refusal = self._refusal(change, staging.shadow[change.kind])
             if refusal is not None:
                 return refusal
-        return tuple(_HANDLERS[type(change)](self, change) for change in cmd.changes)
+        for change in changes:
+            docs = staging.shadow[change.kind]
+            if type(change) is PutDocument:
+                _put(docs, change)
+            else:
+                del docs[change.name]
+        staging.changes.extend(changes)
+        return None
 
     def _step(self, cmd: Step) -> tuple[int | None, ...] | Rejected:
         """Apply a BMS function's step whole, or reject it whole; the result holds the write sequences of its writes."""
@@ -276,6 +367,7 @@ class ProcessImage:
             )
         previous = self.activation.node if self.activation is not None else None
         self.activations.append(Activation(cmd.node, cmd.term, cmd.ts, previous, cmd.gap))
+        self.staging = None  # a change being staged belonged to a request to the previous active
         return None
 
     @property
@@ -301,6 +393,10 @@ class ProcessImage:
             {function: dict(state) for function, state in self.functions.items()},
             {function: tuple(journal) for function, journal in self.journals.items()},
             dict(self.journal_seq),
+            dict(self.generations),
+            None if (staging := self.staging) is None else (
+                staging.change, staging.user, staging.since, staging.last, staging.parts, dict(staging.generations), tuple(staging.changes)
+            ),
         )
 
     @staticmethod
@@ -318,10 +414,7 @@ class ProcessImage:
             "point_ts": stamps,
             "point_source_table": source_table,
             "point_sources": list(map(source_codes.__getitem__, sources)),
-            "documents": {
-                kind: {name: tuple(doc) for name, doc in docs.items()}
-                for kind, docs in frozen.documents.items()
-            },
+            "documents": _document_columns(frozen.documents),
             "audit": list(map(tuple, frozen.audit)),
             "activations": list(map(tuple, frozen.activations)),
             "last_ts": frozen.last_ts,
@@ -331,15 +424,12 @@ class ProcessImage:
             "functions": frozen.functions,
             "journals": {function: list(map(tuple, journal)) for function, journal in frozen.journals.items()},
             "journal_seq": frozen.journal_seq,
+            "generations": frozen.generations,
+            "staging": None if frozen.staging is None else [*frozen.staging[:6], [_plain_change(change) for change in frozen.staging[6]]],
         }
-        out = io.BytesIO()
-        out.write(_MAGIC + bytes([_FORMAT_VERSION]))
-        pickler = pickle.Pickler(out, protocol=5)
-        # No memo: the bytes then depend on the values only, not on which equal objects happen to be
-        # shared (which differs between a replica that applied the log and one restored from a snapshot).
-        pickler.fast = True
-        pickler.dump(payload)
-        return out.getvalue()
+        # One pickle per entry (and per document column), each a short call that holds the GIL for milliseconds: the
+        # Raft thread keeps its heartbeats while a big image is encoded in a background thread.
+        return _MAGIC + bytes([_FORMAT_VERSION]) + _dump({key: _dump(value) for key, value in payload.items()})
 
     @classmethod
     def decode(cls, data: bytes) -> "ProcessImage":
@@ -352,12 +442,13 @@ class ProcessImage:
                 f"unsupported process image format version {version} "
                 f"(this build reads versions {', '.join(map(str, _READABLE_VERSIONS))})"
             )
-        stream = io.BytesIO(data)
-        stream.seek(len(_MAGIC) + 1)
+        collecting = gc.isenabled()
+        gc.disable()  # millions of new objects, none of them garbage: the collector would only walk them again and again
         try:
-            payload = _PlainUnpickler(stream).load()
-            if stream.tell() != len(data):
-                raise ValueError(f"{len(data) - stream.tell()} trailing bytes")
+            payload = _load(memoryview(data)[len(_MAGIC) + 1 :])
+            if version >= 5:
+                payload = {key: _load(piece) for key, piece in payload.items()}
+                payload["documents"] = _documents_from_columns(payload["documents"])
             image = cls()
             qualities = map(QUALITIES.__getitem__, payload["point_qualities"])
             sources = map(payload["point_source_table"].__getitem__, payload["point_sources"])
@@ -380,9 +471,105 @@ class ProcessImage:
                 for function, journal in payload.get("journals", {}).items()
             }
             image.journal_seq = payload.get("journal_seq", {})
+            image.generations = payload.get("generations", {})
+            if payload.get("staging") is not None:  # rebuilt by staging its changes again onto the documents just read
+                change, user, since, last, parts, generations, changes = payload["staging"]
+                image.staging = Staging(change, user, since, generations)
+                image.staging.parts, image.staging.last = parts, last
+                if image._stage(image.staging, tuple(map(_change_from_plain, changes))) is not None:
+                    image.staging = None  # they no longer fit: the change's last part will be refused, as on its writer
         except Exception as exc:
             raise ValueError(f"corrupt process image snapshot: {exc}") from exc
+        finally:
+            if collecting:
+                gc.enable()
         return image
+
+
+def _dump(value: object) -> bytes:
+    """Pickle without a memo: the bytes then depend on the values only, not on which equal objects happen to be shared
+    (which differs between a replica that applied the log and one restored from a snapshot)."""
+    out = io.BytesIO()
+    pickler = pickle.Pickler(out, protocol=5)
+    pickler.fast = True
+    pickler.dump(value)
+    return out.getvalue()
+
+
+def _load(data: bytes | memoryview) -> Any:
+    """Unpickle plain data only; the whole of `data` must be one pickle."""
+    stream = io.BytesIO(data)
+    value = _PlainUnpickler(stream).load()
+    if stream.tell() != len(data):
+        raise ValueError(f"{len(data) - stream.tell()} trailing bytes")
+    return value
+
+
+def _column(values: list) -> tuple:
+    """("s", table, codes) for a column of strings (each distinct one stored once), else ("v", values)."""
+    if all(type(value) is str for value in values):
+        table = list(dict.fromkeys(values))
+        codes = {value: code for code, value in enumerate(table)}
+        return "s", table, list(map(codes.__getitem__, values))
+    return "v", values
+
+
+def _column_values(column: tuple) -> list:
+    return list(map(column[1].__getitem__, column[2])) if column[0] == "s" else column[1]
+
+
+def _document_columns(documents: dict[str, dict[str, Document]]) -> list[bytes]:
+    """The documents as pickled columns: per kind and set of body keys (in order of first appearance), a header with
+    the names, versions, authors and stamps, then one column per key. The order of documents within a group is kept, so
+    a replica restored from this encodes the same bytes as one that applied the log."""
+    pieces: list[bytes] = []
+    for kind, docs in documents.items():
+        groups: dict[tuple[str, ...], list[tuple[str, Document]]] = {}
+        for name, doc in docs.items():
+            groups.setdefault(tuple(doc.body), []).append((name, doc))
+        for keys, members in groups.items():
+            names, rows = [name for name, _ in members], [doc for _, doc in members]
+            versions, bodies, users, stamps = zip(*rows)
+            pieces.append(_dump((kind, keys, _column(names), list(versions), _column(list(users)), list(stamps))))
+            pieces += [_dump(_column([body[key] for body in bodies])) for key in keys]
+        if not docs:
+            pieces.append(_dump((kind, (), ("v", []), [], ("v", []), [])))  # an empty kind stays known
+    return pieces
+
+
+def _documents_from_columns(pieces: list[bytes]) -> dict[str, dict[str, tuple]]:
+    documents: dict[str, dict[str, tuple]] = {}
+    at = 0
+    while at < len(pieces):
+        kind, keys, names, versions, users, stamps = _load(pieces[at])
+        columns = [_column_values(_load(piece)) for piece in pieces[at + 1 : at + 1 + len(keys)]]
+        at += 1 + len(keys)
+        bodies = [dict(zip(keys, row)) for row in zip(*columns)] if keys else [{} for _ in versions]
+        documents.setdefault(kind, {}).update(zip(_column_values(names), zip(versions, bodies, _column_values(users), stamps, strict=True)))
+    return documents
+
+
+def _put(docs: dict[str, Document], cmd: PutDocument) -> int:
+    """Store a document put in `docs` with the next version; returns that version. The body's keys and text values are
+    interned: 250,000 point documents repeat "register", "input" and their device's name, and would hold a copy each."""
+    current = docs.get(cmd.name)
+    version = current.version + 1 if current else 1
+    body = {sys.intern(key): sys.intern(value) if type(value) is str else value for key, value in cmd.body.items()}
+    docs[cmd.name] = Document(version, body, cmd.user, cmd.ts)
+    return version
+
+
+def _plain_change(change: PutDocument | DeleteDocument) -> tuple:
+    if type(change) is PutDocument:
+        return ("put", change.kind, change.name, change.body, change.user, change.ts, change.expected_version)
+    return ("delete", change.kind, change.name, None, change.user, change.ts, change.expected_version)
+
+
+def _change_from_plain(plain: list | tuple) -> PutDocument | DeleteDocument:
+    op, kind, name, body, user, ts, expected = plain
+    if op == "put":
+        return PutDocument(kind, name, body, user, ts, expected)
+    return DeleteDocument(kind, name, user, ts, expected)
 
 
 def _conflict(kind: str, name: str, version: int, expected: int) -> Rejected:
@@ -395,7 +582,9 @@ _HANDLERS: dict[type, Callable[[ProcessImage, Any], object]] = {
     WriteOutcome: ProcessImage._write_outcome,
     PutDocument: ProcessImage._put_document,
     DeleteDocument: ProcessImage._delete_document,
+    StageDocuments: ProcessImage._stage_documents,
     ApplyDocuments: ProcessImage._apply_documents,
+    DiscardStaged: ProcessImage._discard_staged,
     Step: ProcessImage._step,
     Activate: ProcessImage._activate,
 }

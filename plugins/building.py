@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import time
+import uuid
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo
 
-from cluster.commands import ApplyDocuments, DeleteDocument, PutDocument
+from cluster.commands import ApplyDocuments, DeleteDocument, PutDocument, StageDocuments, in_parts
 from cluster.state import ProcessImage
 
 from .types import DriverSpec
@@ -84,7 +85,25 @@ class FunctionEntry(BaseModel):
     name: Name
 
 
-_FUNCTION_ENTRIES = TypeAdapter(list[FunctionEntry])
+SLICE = 1_000  # entries per validation call: each holds the GIL, and the Raft thread must get it between them
+
+
+def _section(kind: str, model: type[BaseModel], entries: Any, problems: list[str]) -> list[Any]:
+    """A section's entries validated `SLICE` at a time; problems name each entry by its index in the whole section."""
+    if not isinstance(entries, list):
+        problems.append(f"{kind}: must be a list of tables ([[{kind}]] entries), not {type(entries).__name__}")
+        return []
+    adapter = _ADAPTERS.setdefault(model, TypeAdapter(list[model]))
+    valid: list[Any] = []
+    for start in range(0, len(entries), SLICE):
+        try:
+            valid += adapter.validate_python(entries[start : start + SLICE])
+        except ValidationError as exc:
+            problems += [f"{_where(kind, (error['loc'][0] + start, *error['loc'][1:]))}: {error['msg']}" for error in exc.errors()]
+    return valid
+
+
+_ADAPTERS: dict[type[BaseModel], TypeAdapter] = {}
 
 
 class Building(BaseModel):
@@ -94,6 +113,9 @@ class Building(BaseModel):
     devices: list[DeviceEntry] = []
     points: list[PointEntry] = []
     notifiers: list[NotifierEntry] = []
+
+
+_BASE_ENTRIES: dict[str, type[BaseModel]] = {"devices": DeviceEntry, "points": PointEntry, "notifiers": NotifierEntry}
 
 
 def _where(prefix: str, loc: tuple) -> str:
@@ -131,33 +153,38 @@ def building_kinds(plugins: PluginSet) -> tuple[str, ...]:
     return BASE_KINDS + tuple(sorted(plugins.functions))
 
 
-def validate_building(raw: Any, plugins: PluginSet) -> dict[str, dict[str, dict[str, Any]]]:
-    """Check a building configuration; returns the documents {kind: {name: body}} or raises BuildingError."""
-    unknown = sorted(set(raw) - set(building_kinds(plugins))) if isinstance(raw, dict) else []
+def validate_building(
+    raw: Any, plugins: PluginSet, sections: tuple[str, ...] | None = None, image: ProcessImage | None = None
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Check a building configuration; returns the documents {kind: {name: body}} of every section (a missing one is
+    empty) or raises BuildingError. With `sections` (and the `image` to look the others up in), only those are checked
+    and returned, and the devices and points they refer to are taken from the image as it is: an editor of the logic
+    rules sends only [[logic]], however many points the building has."""
+    kinds = sections or building_kinds(plugins)
+    if not isinstance(raw, dict):
+        raise BuildingError([f"(top level): a building is a table of sections ({', '.join(kinds)}), not {type(raw).__name__}"])
+    unknown = sorted(set(raw) - set(kinds))
     if unknown:
-        known = ", ".join(building_kinds(plugins))
-        raise BuildingError([f"{kind}: no such section; a building has {known}" for kind in unknown])
-    try:
-        building = Building.model_validate({kind: raw[kind] for kind in BASE_KINDS if kind in raw} if isinstance(raw, dict) else raw)
-    except ValidationError as exc:
-        raise BuildingError(_problems("", exc)) from None
+        known = ", ".join(kinds)
+        raise BuildingError([f"{kind}: no such section; {'this change has' if sections else 'a building has'} {known}" for kind in unknown])
     problems: list[str] = []
-    functions: dict[str, list[FunctionEntry]] = {}
-    for kind in plugins.functions:
-        try:
-            functions[kind] = _FUNCTION_ENTRIES.validate_python(raw.get(kind, []))
-        except ValidationError as exc:
-            problems += _problems(kind, exc)
+    building = Building.model_construct(**{kind: _section(kind, model, raw.get(kind, []), problems) for kind, model in _BASE_ENTRIES.items()})
+    functions = {kind: _section(kind, FunctionEntry, raw.get(kind, []), problems) for kind in plugins.functions if kind in kinds}
+    if problems:
+        raise BuildingError(problems)
     for kind, entries in (("devices", building.devices), ("points", building.points), ("notifiers", building.notifiers), *functions.items()):
         _duplicates(kind, entries, problems)
-    documents: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in building_kinds(plugins)}
+    documents: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in kinds}
     drivers = plugins.drivers
-    device_drivers: dict[str, DriverSpec] = {}
+    device_drivers: dict[str, DriverSpec | None] = {}
+    if "devices" not in kinds and image is not None:
+        device_drivers = {name: drivers.get(doc.body["driver"]) for name, doc in list(image.documents.get("devices", {}).items())}
     for index, device in enumerate(building.devices):
         spec = drivers.get(device.driver)
         if spec is None:
             known = ", ".join(sorted(drivers)) or "none"
             problems.append(f"devices[{index}].driver: no driver {device.driver!r} (loaded drivers: {known})")
+            device_drivers[device.name] = None
             continue
         device_drivers[device.name] = spec
         specific = _specific(device, spec.device_model, f"devices[{index}]", problems)
@@ -172,11 +199,12 @@ def validate_building(raw: Any, plugins: PluginSet) -> dict[str, dict[str, dict[
                 continue
             documents["points"][point.name] = common
             continue
-        spec = device_drivers.get(point.device)
-        if spec is None:
-            if not any(device.name == point.device for device in building.devices):
-                problems.append(f"points[{index}].device: no device named {point.device!r} in [[devices]]")
+        if point.device not in device_drivers:
+            problems.append(f"points[{index}].device: no device named {point.device!r} in [[devices]]")
             continue
+        spec = device_drivers[point.device]
+        if spec is None:
+            continue  # the device's driver is not loaded: named at the device
         specific = _specific(point, spec.point_model, f"points[{index}]", problems)
         if specific is not None:
             documents["points"][point.name] = {**common, **specific}
@@ -189,7 +217,10 @@ def validate_building(raw: Any, plugins: PluginSet) -> dict[str, dict[str, dict[
         specific = _specific(notifier, notifier_spec.model, f"notifiers[{index}]", problems)
         if specific is not None:
             documents["notifiers"][notifier.name] = {"notifier": notifier.notifier, "events": notifier.events, "classes": notifier.classes, **specific}
-    context = entry_context({point.name: point.writable for point in building.points})
+    if "points" in kinds or image is None:
+        context = entry_context({point.name: point.writable for point in building.points})
+    else:
+        context = entry_context({name: bool(doc.body.get("writable")) for name, doc in list(image.documents.get("points", {}).items())})
     for kind, entries in functions.items():
         model = plugins.functions[kind].model
         for index, entry in enumerate(entries):
@@ -201,34 +232,36 @@ def validate_building(raw: Any, plugins: PluginSet) -> dict[str, dict[str, dict[
     return documents
 
 
-def plan(image: ProcessImage, documents: dict[str, dict[str, dict[str, Any]]], user: str) -> ApplyDocuments | None:
-    """The one command that turns the image's building into `documents` (kinds it does not name are left alone); None
-    when nothing changes. Each change expects the version it was planned from, so a document changed before the command
-    commits makes the whole command rejected rather than undone."""
+def plan(image: ProcessImage, documents: dict[str, dict[str, dict[str, Any]]], user: str) -> list[StageDocuments | ApplyDocuments]:
+    """The log entries that turn the image's building into `documents` (kinds it does not name are left alone); [] when
+    nothing changes. A big change is staged in bounded parts (cluster.commands.in_parts) and made visible by the last one.
+    Each document change expects the version it was planned from, so a document changed before the change commits makes
+    the whole change rejected rather than undone."""
     ts = time.time()
     changes: list[PutDocument | DeleteDocument] = []
     for kind in documents:
-        current = image.documents.get(kind, {})
+        current = dict(image.documents.get(kind, {}))  # a copy: the Raft thread may apply a command meanwhile
         for name, body in documents[kind].items():
             if name not in current or current[name].body != body:
                 changes.append(PutDocument(kind, name, body, user, ts, current[name].version if name in current else 0))
         changes += [DeleteDocument(kind, name, user, ts, current[name].version) for name in current if name not in documents[kind]]
-    return ApplyDocuments(tuple(changes)) if changes else None
+    return in_parts(changes, uuid.uuid4().hex[:16]) if changes else []
 
 
 def revision(image: ProcessImage, plugins: PluginSet) -> str:
-    """A short fingerprint of the building's document versions: it changes with every configuration change (the ETag of
-    GET /api/v1/config, checked against If-Match on POST so that an editor does not undo what it did not see)."""
-    versions = sorted((kind, name, document.version) for kind in building_kinds(plugins) for name, document in image.documents.get(kind, {}).items())
-    return hashlib.sha256(repr(versions).encode()).hexdigest()[:20]
+    """A short fingerprint of the building: it changes with every configuration change (the ETag of GET /api/v1/config,
+    checked against If-Match on POST so that an editor does not undo what it did not see). Built from the image's
+    generation of each building kind, so it costs nothing at any size."""
+    generations = [(kind, image.generations.get(kind, 0)) for kind in building_kinds(plugins)]
+    return hashlib.sha256(repr(generations).encode()).hexdigest()[:20]
 
 
-def export(image: ProcessImage, plugins: PluginSet) -> dict[str, list[dict[str, Any]]]:
-    """The building as it would be written in a TOML file (what `tandem config export` prints)."""
+def export(image: ProcessImage, plugins: PluginSet, sections: tuple[str, ...] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """The building (or only its `sections`) as it would be written in a TOML file (what `tandem config export` prints)."""
     building: dict[str, list[dict[str, Any]]] = {}
-    for kind in building_kinds(plugins):
+    for kind in sections or building_kinds(plugins):
         entries = []
-        for name, document in sorted(image.documents.get(kind, {}).items()):
+        for name, document in sorted(list(image.documents.get(kind, {}).items())):  # a copy: the Raft thread applies meanwhile
             entries.append({"name": name, **{key: value for key, value in document.body.items() if value is not None}})
         building[kind] = entries
     return building

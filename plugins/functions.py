@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from cluster.commands import Step, UpdatePoints, WriteOutcome, WritePoint, points_touched
+from cluster.commands import StageDocuments, Step, UpdatePoints, WriteOutcome, WritePoint, points_touched
 from cluster.node import Change, ClusterNode
 from cluster.state import Rejected
 
@@ -67,7 +67,7 @@ class FunctionHost:
             names = points_touched(command)
             if names:
                 loop.call_soon_threadsafe(self._mark, names)
-        else:
+        elif type(command) is not StageDocuments:  # a staged part changes nothing visible
             wake_up()
 
     def _mark(self, names: set[str] | frozenset[str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import time
@@ -11,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from cluster.commands import CommandError, PointUpdate, UpdatePoints, WriteOutcome
+from cluster.commands import CommandError, PointUpdate, StageDocuments, UpdatePoints, WriteOutcome, check_update
 from cluster.guard import NotActive
 from cluster.node import Change, ClusterNode
 from cluster.raft import ProposalFailed
@@ -23,6 +24,7 @@ from .types import DeviceContext, Driver, DriverSpec, Reading
 logger = logging.getLogger(__name__)
 
 WRITE_ATTEMPTS = 3  # tries per desired write on one active before it is left with its error
+MAX_BATCH = 5_000  # readings per log entry (a bigger one stalls the Raft thread); the rest go in the next batches
 
 
 class _Device:
@@ -45,6 +47,7 @@ class _Prepared:
     spec: DriverSpec
     settings: BaseModel
     points: dict[str, BaseModel]
+    deadbands: dict[str, float]  # point -> its deadband, for the readings of this device
 
 
 class PluginHost:
@@ -56,6 +59,10 @@ class PluginHost:
         self._batch_interval = node.config.cluster.batch_interval
         self._devices: dict[str, _Device] = {}
         self._pending: dict[str, PointUpdate] = {}
+        self._refused: set[str] = set()  # points whose last reading the log could not hold (logged once)
+        self._unsent: dict[str, PointUpdate] = {}  # the batch being committed, less the points newer readings reported since
+        self._configuration: dict[str, tuple] = {}  # device -> config key, as of the last change of the documents
+        self._reconfigured = True  # set on the Raft thread when the documents changed
         self._config_errors: dict[str, tuple[tuple, str]] = {}  # device -> (config key, why it cannot start)
         self._prepared: dict[str, tuple[tuple, _Prepared | str]] = {}  # device -> (config key, driver and settings)
         self._writes: dict[str, tuple[int, asyncio.Task]] = {}  # point -> (write seq, the task driving it): one at a time
@@ -73,26 +80,31 @@ class PluginHost:
             flusher.cancel()
             await self._stop(list(self._devices))
 
-    @staticmethod
-    def _on_change(change: Change, wake: Any) -> None:
-        if type(change.command) is not UpdatePoints:  # configuration, desired writes, outcomes, snapshot installs
+    def _on_change(self, change: Change, wake: Any) -> None:
+        if change.command is None or change.kinds & {"devices", "points"}:
+            self._reconfigured = True  # the devices' keys are worked out again (from every point's document) only then
+        if type(change.command) not in (UpdatePoints, StageDocuments):  # configuration, desired writes, outcomes, snapshots
             wake()
 
     def _configured(self) -> dict[str, tuple]:
         """Device name -> a key that changes whenever the device's or its points' documents change."""
         documents = self._node.image.documents
         points: dict[str, list] = {}
-        for name, doc in documents["points"].items():
+        for name, doc in list(documents["points"].items()):  # a copy: the Raft thread may change the documents meanwhile
             device = doc.body.get("device")
             if device is not None:
                 points.setdefault(device, []).append((name, doc.version))
         return {name: (doc.version, tuple(sorted(points.get(name, [])))) for name, doc in documents["devices"].items()}
 
     async def _reconcile(self) -> None:
-        configured = self._configured()
-        for name, key in configured.items():  # also on a standby, so that becoming active only builds the drivers
-            self._prepare(name, key)
-        self._prepared = {name: entry for name, entry in self._prepared.items() if name in configured}
+        if self._reconfigured:
+            self._reconfigured = False
+            self._configuration = self._configured()
+            for name, key in self._configuration.items():  # also on a standby, so that becoming active only builds the drivers
+                self._prepare(name, key)
+                await asyncio.sleep(0)  # thousands of points per device: let the drivers and the API go on in between
+            self._prepared = {name: entry for name, entry in self._prepared.items() if name in self._configuration}
+        configured = self._configuration
         wanted = configured if self._node.is_active() else {}
         if not wanted:
             self._pending.clear()  # readings taken while active are not reported by a standby
@@ -117,14 +129,15 @@ class PluginHost:
         else:
             common = ("device", "writable", "deadband")
             try:
+                points = {point: documents["points"][point].body for point, _ in key[1]}  # key[1]: its (point, version)s
                 result = _Prepared(
                     spec,
                     spec.device_model.model_validate({k: v for k, v in body.items() if k != "driver"}),
                     {
-                        point: spec.point_model.model_validate({k: v for k, v in doc.body.items() if k not in common})
-                        for point, doc in documents["points"].items()
-                        if doc.body.get("device") == name
+                        point: spec.point_model.model_validate({k: v for k, v in doc.items() if k not in common})
+                        for point, doc in points.items()
                     },
+                    {point: doc.get("deadband", 0.0) for point, doc in points.items()},
                 )
             except Exception as exc:  # a plugin's model may raise anything
                 result = f"{type(exc).__name__}: {exc}"
@@ -143,7 +156,7 @@ class PluginHost:
                 device=name,
                 settings=prepared.settings,
                 points=prepared.points,
-                report=lambda readings: self._report(readings, source),
+                report=lambda readings: self._report(readings, source, prepared.deadbands),
                 act=self._node.guard.act,
                 fence=self._node.fence,
                 log=logging.getLogger(f"tandem.device.{name}"),
@@ -208,20 +221,19 @@ class PluginHost:
 
     # ---- readings into the log ----
 
-    def _report(self, readings: list[Reading], source: str) -> None:
+    def _report(self, readings: list[Reading], source: str, deadbands: dict[str, float]) -> None:
         """Queue the readings that change the replicated image (beyond the point's deadband) for the next batch."""
         now = time.time()
-        documents = self._node.image.documents["points"]
         points = self._node.image.points
         for reading in readings:
-            doc = documents.get(reading.point)
-            deadband = doc.body.get("deadband", 0.0) if doc else 0.0
-            last = points.get(reading.point)
-            if last is not None and last.quality == reading.quality and _within(last.value, reading.value, deadband):
-                self._pending.pop(reading.point, None)
+            name = reading.point
+            last = points.get(name)
+            if last is not None and last.quality == reading.quality and _within(last.value, reading.value, deadbands.get(name, 0.0)):
+                self._pending.pop(name, None)
+                self._unsent.pop(name, None)
                 continue
             stamp = float(reading.ts) if reading.ts is not None else now
-            self._pending[reading.point] = PointUpdate(reading.point, reading.value, reading.quality, stamp, source)
+            self._pending[name] = PointUpdate(name, reading.value, reading.quality, stamp, source)
 
     async def _flush_forever(self) -> None:
         while True:
@@ -230,16 +242,40 @@ class PluginHost:
                 await self._flush()
 
     async def _flush(self) -> None:
-        pending, self._pending = self._pending, {}
+        """Commit up to MAX_BATCH pending readings in one log entry. Drivers may report a value only once (when it changed):
+        if the entry fails while they run on (a lease blip), its readings are queued again, but for newer ones."""
+        batch = {name: self._pending.pop(name) for name in list(itertools.islice(self._pending, MAX_BATCH))}
         try:
-            command = UpdatePoints(tuple(pending.values()))
-        except CommandError as exc:
-            logger.error("dropped a batch of %d readings: %s", len(pending), exc)
-            return
+            command = UpdatePoints(tuple(batch.values()))
+        except CommandError:  # a driver reported something the log cannot hold: that point is bad, the others go in
+            batch = {name: self._checked(update) for name, update in batch.items()}
+            command = UpdatePoints(tuple(batch.values()))
+        else:
+            self._refused -= batch.keys()
+        self._unsent = batch
         try:
             await self._node.submit(command)
         except (NotActive, ProposalFailed) as exc:
-            logger.warning("readings not committed (%s); the next active polls again", exc)
+            if self._devices:
+                self._pending = {**self._unsent, **self._pending}
+                logger.warning("readings not committed (%s); queued again", exc)
+            else:
+                logger.warning("readings not committed (%s); the next active polls again", exc)
+        finally:
+            self._unsent = {}
+
+    def _checked(self, update: PointUpdate) -> PointUpdate:
+        """The update, or its point as quality "bad" (now, no value) if the update is invalid (e.g. a NaN); logged once
+        until the point reads something valid again."""
+        try:
+            check_update(update)
+        except CommandError as exc:
+            if update.name not in self._refused:
+                self._refused.add(update.name)
+                logger.error("point %s: reading %r from %s refused (%s): recorded as bad", update.name, update.value, update.source, exc)
+            return PointUpdate(update.name, None, "bad", time.time(), update.source)
+        self._refused.discard(update.name)
+        return update
 
     # ---- status ----
 

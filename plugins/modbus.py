@@ -1,4 +1,4 @@
-"""The built-in Modbus TCP driver: one connection per device, polled in merged block reads, written with read-back."""
+"""The built-in Modbus TCP driver: one connection per device, merged block reads reporting what changed, writes with read-back."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -106,12 +107,35 @@ class ModbusPoint(BaseModel):
 
 @dataclass
 class Block:
-    """One read request: `count` bits or registers of one kind from `address`, covering its points."""
+    """One read request: `count` bits or registers of one kind from `address`, covering its points; `last` is what it
+    read last on this connection (None: its points are all reported on the next read)."""
 
     kind: str
     address: int
     count: int
     points: list[tuple[str, ModbusPoint]] = field(default_factory=list)
+    last: list[int] | list[bool] | None = None
+
+    @cached_property
+    def covering(self) -> list[list[int]]:
+        """For each bit or register of the block, the indexes in `points` of the points it is part of."""
+        covering: list[list[int]] = [[] for _ in range(self.count)]
+        for index, (_, point) in enumerate(self.points):
+            for offset in range(point.address - self.address, point.address - self.address + point.width):
+                covering[offset].append(index)
+        return covering
+
+    def changed(self, values: list[int] | list[bool]) -> list[tuple[str, ModbusPoint]]:
+        """The points whose bits or registers in `values` differ from the last read (all of them on the first), which
+        `values` then becomes."""
+        last, self.last = self.last, values
+        if last is None:
+            return self.points
+        if values == last:
+            return []
+        covering = self.covering
+        moved = dict.fromkeys(index for offset, (new, old) in enumerate(zip(values, last)) if new != old for index in covering[offset])
+        return [self.points[index] for index in moved]
 
 
 def plan_blocks(points: dict[str, ModbusPoint], max_gap: int) -> list[Block]:
@@ -218,6 +242,8 @@ class ModbusDriver:
             raise ConnectionError(f"cannot connect to {s.host}:{s.port}")
         self._socket = self._client.ctx.transport.get_extra_info("socket")
         self.context.fence.register(self._socket, s.timeout)
+        for block in self.blocks:  # a new connection reports every point once (a new active too: it starts connected to none)
+            block.last = None
 
     def _close(self) -> None:
         """Abort the connection (RST, unsent requests dropped): a closed field connection never delivers anything later."""
@@ -295,14 +321,15 @@ class ModbusDriver:
         readings: list[Reading] = []
         for block in blocks:
             values = await self._read(block.kind, block.address, block.count)
-            if isinstance(values, list):
-                readings += [self._reading(name, point, values[point.address - block.address :]) for name, point in block.points]
+            if isinstance(values, list):  # only the points whose bits or registers changed since the last read
+                readings += [self._reading(name, point, values, point.address - block.address) for name, point in block.changed(values)]
             elif len(block.points) > 1:  # find the bad points: read this block point by point from now on
                 singles = [Block(point.kind, point.address, point.width, [(name, point)]) for name, point in block.points]
                 index = next(i for i, known in enumerate(self.blocks) if known is block)
                 self.blocks[index : index + 1] = singles
                 readings += await self._read_blocks(singles)
             else:
+                block.last = None  # its point is reported again once it answers
                 name = block.points[0][0]
                 quality = EXCEPTION_QUALITY.get(values, "bad")
                 self.context.log.debug("modbus device %s answered exception %s for %s", self.context.device, values, name)
@@ -310,8 +337,8 @@ class ModbusDriver:
         return readings
 
     @staticmethod
-    def _reading(name: str, point: ModbusPoint, values: list[int] | list[bool]) -> Reading:
-        value = decode(point, values)
+    def _reading(name: str, point: ModbusPoint, values: list[int] | list[bool], offset: int) -> Reading:
+        value = decode(point, values[offset : offset + point.width])
         if isinstance(value, float) and not math.isfinite(value):
             return Reading(name, None, "bad")
         return Reading(name, value)

@@ -20,7 +20,10 @@ logger = logging.getLogger(__name__)
 
 QUALITY_CODES = {quality: code for code, quality in enumerate(QUALITIES)}
 PURGE_PERIOD = 60.0  # seconds of log time between retention purges
-MAX_BUFFERED = 1_000_000  # samples held back while a gap waits for a peer; beyond this they are dropped (and logged)
+MAX_BUFFERED = 1_000_000  # samples held back while a gap waits for a peer; beyond this they are dropped (and counted)
+MAX_QUEUED = 250_000  # samples offered but not yet written (about 30 MB; 5 s of a 50,000 samples/s load); beyond, see offer()
+MAX_WAIT = 0.02  # seconds the Raft thread may wait at once for room in a full queue ...
+WAIT_SHARE = 0.1  # ... and this share of its time while the queue stays full; then the samples are dropped (and counted)
 MAX_ROWS_PER_BATCH = 50_000
 WRITER_NICENESS = 10  # the writer thread yields the CPU to the Raft thread: under overload trends fall behind, not the cluster
 
@@ -72,8 +75,9 @@ def moved(latest: _Latest | None, value: Scalar, quality: int, deadband: float) 
 class TrendStore:
     """Owns the SQLite file; a writer thread records what the log offers, in log order (`seq`)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_queued: int = MAX_QUEUED) -> None:
         self.path = path
+        self.max_queued = max_queued
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = self._open()
@@ -96,6 +100,10 @@ class TrendStore:
         self._held: list[tuple[int, list[Candidate], float]] = []  # offered while a gap is open
         self._held_samples = 0
         self._queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._room = threading.Condition()  # guards the counts below; notified when the writer has written a batch
+        self.queued = 0  # samples offered and not yet written (an offer without samples counts as one)
+        self.dropped = 0  # samples lost: the queue stayed full, or held back too long for a gap
+        self._budget, self._refilled = MAX_WAIT, time.monotonic()  # the Raft thread's time to wait for room
         self._thread = threading.Thread(target=self._run, name="trend writer", daemon=True)
         self._thread.start()
 
@@ -114,8 +122,31 @@ class TrendStore:
     # ---- fed from the Raft thread, in log order ----
 
     def offer(self, seq: int, candidates: list[Candidate], ts: float) -> None:
-        """Command `seq` (stamped `ts`) was applied and offers these samples (maybe none)."""
+        """Command `seq` (stamped `ts`) was applied and offers these samples (maybe none). While the queue is full, the
+        Raft thread waits for the writer (back-pressure), at most MAX_WAIT at once and WAIT_SHARE of its time: it must keep
+        answering heartbeats. Then the samples are dropped and counted; this server's history lacks them (and so does a
+        peer that fills a gap from it). An offer without samples only moves the recorded log position: when the queue
+        is full it is skipped, as the next offer that fits moves the position past it."""
+        if seq <= max(self.last_seq, self.gap_to):
+            return  # a replay of what this store recorded already
+        weight = len(candidates) or 1
+        with self._room:
+            if not self._fits(weight) and candidates:
+                began = time.monotonic()
+                self._budget = min(MAX_WAIT, self._budget + (began - self._refilled) * WAIT_SHARE)
+                self._room.wait_for(lambda: self._fits(weight), self._budget)
+                self._refilled = time.monotonic()
+                self._budget -= self._refilled - began
+            if not self._fits(weight):
+                if candidates and not self.dropped:
+                    logger.error("trend store: the writer is behind by %d samples; samples are dropped (counted in 'dropped')", self.queued)
+                self.dropped += len(candidates)
+                return
+            self.queued += weight
         self._queue.put(("offer", (seq, candidates, ts)))
+
+    def _fits(self, weight: int) -> bool:
+        return self.queued == 0 or self.queued + weight <= self.max_queued  # one command's samples fit an empty queue
 
     def restored(self, seq: int) -> None:
         """The image was replaced by a snapshot taken after command `seq`: what this store lacks up to it comes from a peer."""
@@ -167,6 +198,10 @@ class TrendStore:
                 for done in waiting:
                     done.set_exception(exc)
                 continue
+            finally:
+                with self._room:
+                    self.queued -= sum(len(payload[1]) or 1 for kind, payload in items if kind == "offer")
+                    self._room.notify_all()
             for done in waiting:
                 done.set_result(None)
             if stop:
@@ -224,6 +259,8 @@ class TrendStore:
         if self.gap_to > self.last_seq:
             if self._held_samples + len(candidates) > MAX_BUFFERED:
                 logger.error("trend store: no peer filled the gap up to %d; samples of command %d are lost", self.gap_to, seq)
+                with self._room:
+                    self.dropped += len(candidates)
             else:
                 self._held.append((seq, candidates, ts))
                 self._held_samples += len(candidates)
@@ -356,11 +393,23 @@ class TrendStore:
             db.close()
         return {name: {"ts": ts, "value": value, "quality": QUALITIES[quality]} for name, ts, value, quality in rows}
 
+    def oldest(self) -> dict[str, float]:
+        """Trend name -> the time of its oldest sample (one index look-up per trend)."""
+        db = self._reader()
+        try:
+            rows = db.execute("SELECT t.name, (SELECT MIN(s.ts) FROM samples s WHERE s.trend = t.id) AS first FROM trends t").fetchall()
+        finally:
+            db.close()
+        return {name: first for name, first in rows if first is not None}
+
     def status(self) -> dict[str, Any]:
         gap = self.gap()
         return {
             "last_seq": self.last_seq,
             "gap": None if gap is None else {"after": gap[0], "upto": gap[1]},
             "held_samples": self._held_samples,
+            "queued": self.queued,
+            "queue_bound": self.max_queued,
+            "dropped": self.dropped,
             "bytes": sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*")),
         }

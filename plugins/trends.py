@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cluster.commands import ApplyDocuments, DeleteDocument, PutDocument, Step, UpdatePoints, points_touched
+from cluster.commands import Step, UpdatePoints, points_touched
 from cluster.node import Change
 from cluster.state import ProcessImage
 
@@ -71,7 +71,7 @@ class TrendFeed:
 
     def __call__(self, change: Change) -> None:
         command, image = change.command, self._image()
-        if command is None or _configures_trends(command):
+        if command is None or FUNCTION in change.kinds:
             self._index(image)
         if command is None:
             self._store.restored(change.seq)
@@ -122,12 +122,6 @@ class TrendFeed:
                 candidates += [(trend, float(k * interval), value.value, quality, None) for k in range(first, last + 1)]
 
 
-def _configures_trends(command: object) -> bool:
-    if type(command) in (PutDocument, DeleteDocument):
-        return command.kind == FUNCTION  # type: ignore[attr-defined]
-    return type(command) is ApplyDocuments and any(change.kind == FUNCTION for change in command.changes)  # type: ignore[attr-defined]
-
-
 def due_tick(intervals: set[int], now: float, previous: int | None) -> dict[str, int] | None:
     """The tick to commit at `now`: the latest boundary of any interval, sampling from the previous tick on (at most
     MAX_CATCHUP back); None when no boundary passed since the previous tick."""
@@ -157,10 +151,10 @@ class TrendTicker:
 
 
 def trend_list(image: ProcessImage, store: TrendStore | None) -> list[dict[str, Any]]:
-    """Every configured trend with its newest sample on this server."""
-    latest = store.latest() if store is not None else {}
+    """Every configured trend with its newest sample and the time of its oldest on this server."""
+    latest, oldest = (store.latest(), store.oldest()) if store is not None else ({}, {})
     return [
-        {"name": name, **entry.model_dump(), "latest": latest.get(name)}
+        {"name": name, **entry.model_dump(), "latest": latest.get(name), "first": oldest.get(name)}
         for name, entry in sorted(trend_entries(image).items())
     ]
 

@@ -23,6 +23,14 @@ from cryptography.x509.oid import NameOID
 from cluster.cli import call_api
 from cluster.guard import ActGuard
 from cluster.processes import LocalCluster, wait_for, write_config
+from cluster.state import ProcessImage, Rejected
+
+
+def apply_plan(image: ProcessImage, commands: list[Any]) -> None:
+    """Apply a configuration plan's log entries in order to an image (a test's own state machine); each must be accepted."""
+    for command in commands:
+        result = image.apply(command)
+        assert not isinstance(result, Rejected), result
 
 
 @pytest.fixture

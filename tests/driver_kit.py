@@ -12,15 +12,23 @@ from plugins.types import Driver, Reading
 
 
 class Collector:
-    """The `report` callable: keeps the latest reading per point and counts the reports."""
+    """The `report` callable: keeps the latest reading per point, counts the reports and keeps each report's points."""
 
     def __init__(self) -> None:
         self.latest: dict[str, Reading] = {}
-        self.reports = 0
+        self.reported: list[list[str]] = []  # per report, the points it carried
+
+    @property
+    def reports(self) -> int:
+        return len(self.reported)
 
     def __call__(self, readings: list[Reading]) -> None:
-        self.reports += 1
         self.latest.update((reading.point, reading) for reading in readings)
+        self.reported.append([reading.point for reading in readings])
+
+    def since(self, report: int) -> list[str]:
+        """The points reported from report number `report` (0: the first) on, in order."""
+        return [point for points in self.reported[report:] for point in points]
 
     def value(self, name: str) -> tuple[Any, str] | None:
         reading = self.latest.get(name)

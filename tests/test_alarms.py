@@ -135,7 +135,7 @@ def test_bad_alarm_entries_are_named(change, says):
 
 @pytest.mark.parametrize(
     ("section", "says"),
-    [(3, "alarms: Input should be a valid list"), ([{"point": "t", "type": "comm"}], "alarms[0].name: Field required")],
+    [(3, "alarms: must be a list of tables ([[alarms]] entries), not int"), ([{"point": "t", "type": "comm"}], "alarms[0].name: Field required")],
 )
 def test_a_malformed_alarms_section_is_named_not_a_crash(section, says):
     with pytest.raises(BuildingError) as error:

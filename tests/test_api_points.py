@@ -1,15 +1,20 @@
-"""The points API on real node processes: batches of field values, validation errors that name the field, standby answers."""
+"""The points API on real node processes: batches of field values, validation errors that name the field, standby answers,
+and paging through the points of a big building."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import random
+import urllib.parse
 
 import pytest
 
 from cluster.cli import call_api
+from cluster.commands import MAX_NAME_LENGTH
 from cluster.processes import wait_for
 from conftest import module_cluster
+from webmanager.appkeys import MAX_BATCH
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +105,48 @@ def test_points_are_listed_sorted_filtered_and_limited(cluster):
     for query in ("limit=0", "limit=10001", "limit=many"):
         code, answer = get(cluster, "main", f"/api/v1/points?{query}")
         assert code == 400 and "limit" in answer["error"], query
+
+
+def pages(cluster, node: str, query: dict[str, str | int]) -> tuple[list[str], set[int]]:
+    """Every name GET /api/v1/points answers for `query`, page by page (each page's `next` is the following `after`), and
+    the totals the pages gave."""
+    names: list[str] = []
+    totals: set[int] = set()
+    cursor: dict[str, str] = {}
+    while True:
+        code, answer = get(cluster, node, f"/api/v1/points?{urllib.parse.urlencode({**query, **cursor})}")
+        assert code == 200, answer
+        names += [point["name"] for point in answer["points"]]
+        totals.add(answer["total"])
+        if answer["next"] is None:
+            return names, totals
+        assert answer["next"] == names[-1] and len(answer["points"]) == query["limit"]
+        cursor = {"after": answer["next"]}
+
+
+def test_paging_through_25000_points_visits_each_once_in_order_with_prefix_and_search(cluster):
+    names = [f"big.f{floor}.Room{room:03d}.{kind}" for floor in range(5) for room in range(1000) for kind in ("Temp", "sp", "co2", "occ", "valve")]
+    random.Random(13).shuffle(names)  # reported in no particular order
+    for start in range(0, len(names), MAX_BATCH):
+        assert post(cluster, "main", {"updates": [{"name": name, "value": 1.0} for name in names[start : start + MAX_BATCH]]})[0] == 200
+    commit = cluster["main"].view()["commit_index"]
+    wait_for(lambda: (cluster["backup"].view() or {}).get("applied_index", 0) >= commit, 10, "backup to apply the batches")
+    names.sort()
+    for node, query, expected in [
+        ("main", {"prefix": "big.", "limit": 1000}, names),
+        ("backup", {"prefix": "big.f3.", "limit": 333}, [name for name in names if name.startswith("big.f3.")]),
+        ("main", {"prefix": "big.", "search": "room04", "limit": 100}, [name for name in names if "room04" in name.lower()]),
+        ("backup", {"prefix": "big.f1", "search": "TEMP", "limit": 10_000}, [name for name in names if name.startswith("big.f1") and "temp" in name.lower()]),
+    ]:
+        seen, totals = pages(cluster, node, query)
+        assert seen == expected and totals == {len(expected)}, (node, query)
+    everything, _ = pages(cluster, "main", {"limit": 10_000})
+    assert everything == sorted(set(everything)) and [name for name in everything if name.startswith("big.")] == names
+    code, answer = get(cluster, "main", "/api/v1/points?prefix=big.&after=big.zzz")
+    assert (code, answer["points"], answer["total"], answer["next"]) == (200, [], len(names), None)
+    for query in ("after=", f"after={'a' * (MAX_NAME_LENGTH + 1)}"):
+        code, answer = get(cluster, "main", f"/api/v1/points?{query}")
+        assert code == 400 and "'after'" in answer["error"], query
 
 
 BUILDING = {

@@ -1,10 +1,11 @@
 """The Web Manager in a real browser (Debian's chromium, headless, driven by Playwright) against a real three-process
-cluster: log in, watch a live value change, write a point, acknowledge an alarm, see the trend chart; a standby's page
-is read-only and names the active; then SIGKILL the active: the page shows the new active and values resume without a
-reload. Screenshots go to test-artifacts/<test>/screenshots/."""
+cluster: log in, watch a live value change, write a point, page through many points, acknowledge an alarm, see the trend
+chart; a standby's page is read-only and names the active; then SIGKILL the active: the page shows the new active and
+values resume without a reload. Screenshots go to test-artifacts/<test>/screenshots/."""
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ BUILDING = {
     "trends": [{"name": COUNTER, "point": COUNTER}],
 }
 TIMEOUT_MS = 15_000
+HISTORY = 7200  # seconds of the counter's trend before the test starts
 
 
 @pytest.fixture
@@ -68,13 +70,13 @@ def write(page: Page, point: str, value: str) -> None:
     page.wait_for_function("([selector, value]) => document.querySelector(selector)?.textContent === value", arg=[cell(point), value], timeout=TIMEOUT_MS)
 
 
-def log_in(page: Page, url: str, user: str, node: str = "main") -> None:
-    """Open `url`, log in as `user` (password PASSWORD) and wait until the page talks to the active `node`."""
+def log_in(page: Page, url: str, user: str, node: str = "main", role: str = "active") -> None:
+    """Open `url`, log in as `user` (password PASSWORD) and wait until the page talks to `node`, which has `role`."""
     page.goto(url)
     page.get_by_label("User").fill(user)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
-    page.wait_for_selector(f"#connection[data-state=active][data-node={node}]", timeout=TIMEOUT_MS)
+    page.wait_for_selector(f"#connection[data-state={role}][data-node={node}]", timeout=TIMEOUT_MS)
 
 
 def saved(page: Page) -> None:
@@ -89,6 +91,8 @@ def prepare(cluster: LocalCluster) -> None:
     assert code == 200, answer
     code, answer = call_api(cluster.config, api, "PUT", f"/api/v1/users/{USER}", {"role": "operator", "password": PASSWORD})
     assert code == 201, answer
+    history = {"updates": [{"name": COUNTER, "value": -1, "ts": time.time() - HISTORY}]}  # the trend's first sample
+    assert call_api(cluster.config, api, "POST", "/api/v1/points", history)[0] == 200
     report(cluster, {COUNTER: 0, TEMPERATURE: 20.0, SETPOINT: 20.0})
     wait_for(lambda: cluster.caught_up("backup", "main"), 10, "the backup to catch up")
 
@@ -124,11 +128,16 @@ def test_the_web_manager_in_a_browser_follows_a_killed_active(ready_cluster, bro
         assert next(a for a in alarms["alarms"] if a["name"] == ALARM)["ack"]["user"] == USER
         page.screenshot(path=screenshots / "2-alarm-acknowledged.png", full_page=True)
 
-        # the trend chart draws the counter's history
+        # the trend chart draws the counter's history, by default all of it: from its first sample (two hours ago) to now
         page.get_by_role("link", name="Trends").click()
         page.wait_for_function("() => Number(document.querySelector('.chart')?.dataset.points) >= 2", timeout=TIMEOUT_MS)
         assert page.locator(".chart canvas").count() == 1
+        code, answer = call_api(cluster.config, cluster["main"].spec.api, "GET", "/api/v1/trends")
+        first = next(t for t in answer["trends"] if t["name"] == COUNTER)["first"]
+        assert page.locator("#trend-range").input_value() == "fit"
+        assert float(page.locator(".chart").get_attribute("data-from") or 0) == pytest.approx(first, abs=0.001)
         span = float(page.locator(".chart").get_attribute("data-span") or 0)
+        assert HISTORY <= span <= HISTORY + 600
         box = page.locator(".chart .u-over").bounding_box()
         assert span > 0 and box is not None
         page.mouse.move(box["x"] + box["width"] * 0.97, box["y"] + box["height"] / 2)  # drag across the newest 3 %: zoom in
@@ -276,6 +285,65 @@ def test_the_page_leaves_an_active_that_stopped_answering(ready_cluster, browser
             assert flowing - activated < 2.0, f"values resumed {flowing - activated:.3f} s after the backup's activation"
         finally:
             cluster["main"].signal(signal.SIGCONT)
+
+
+def test_the_points_page_pages_through_more_points_than_one_page_subscribing_only_to_those_shown(ready_cluster, browser, screenshots):
+    """450 points, 200 a page: next and previous pages, kept when the page is drawn again, the filter searched on the
+    server, live values for the shown page only (the subscribe frames the page sends), on the active and on a standby."""
+    cluster = ready_cluster
+    prepare(cluster)  # 3 points with values, named live.*
+    report(cluster, {f"zone.p{i:03d}": i for i in range(447)})
+    wait_for(lambda: cluster.caught_up("backup", "main"), 10, "the backup to catch up")
+    errors: list[str] = []
+    context = browser.new_context(viewport={"width": 1300, "height": 900})
+    page = context.new_page()
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    frames: list[list[str]] = []  # the points of each subscribe frame the page sent
+    page.on("websocket", lambda ws: ws.on("framesent", lambda payload: '"subscribe"' in payload and frames.append(json.loads(payload)["subscribe"]["points"])))
+    log_in(page, f"{cluster.config.node('main').url}/#/points", USER)
+
+    def shows(text: str, first: str, last: str) -> None:
+        """Until the page says `text`, its rows run from `first` to `last` and it subscribed to exactly those."""
+        page.locator("#point-count", has_text=text).wait_for(timeout=TIMEOUT_MS)
+        names = page.locator("tr[data-point]").evaluate_all("(rows) => rows.map((row) => row.dataset.point)")
+        assert (names[0], names[-1]) == (first, last), names
+        deadline = time.monotonic() + TIMEOUT_MS / 1000
+        while not (frames and frames[-1] == names):
+            assert time.monotonic() < deadline, f"the page subscribed to {len(frames[-1]) if frames else 0} points, not the {len(names)} shown"
+            page.wait_for_timeout(20)  # lets Playwright deliver the frames sent meanwhile
+
+    shows("Points 1–200 of 450", COUNTER, "zone.p196")
+    assert page.get_by_role("button", name="Previous page").is_disabled()
+    page.get_by_role("button", name="Next page").click()
+    shows("Points 201–400 of 450", "zone.p197", "zone.p396")
+    report(cluster, {"zone.p300": 4321})  # a live value on the shown page
+    page.wait_for_function("(selector) => document.querySelector(selector)?.textContent === '4321'", arg=cell("zone.p300"), timeout=TIMEOUT_MS)
+    page.screenshot(path=screenshots / "1-points-page-2.png", full_page=True)
+    page.get_by_role("button", name="Next page").click()
+    shows("Points 401–450 of 450", "zone.p397", "zone.p446")
+    assert page.get_by_role("button", name="Next page").is_disabled()
+    page.get_by_role("button", name="Previous page").click()
+    shows("Points 201–400 of 450", "zone.p197", "zone.p396")
+    page.get_by_role("link", name="Devices").click()
+    page.get_by_role("link", name="Points").click()  # drawn again (as after a move to another server): the same page
+    shows("Points 201–400 of 450", "zone.p197", "zone.p396")
+    page.get_by_label("Filter points").fill("P31")  # searched by the server, in any case; back to the first page
+    shows("Points 1–10 of 10", "zone.p310", "zone.p319")
+    assert page.get_by_role("button", name="Previous page").is_disabled() and page.get_by_role("button", name="Next page").is_disabled()
+
+    context.close()
+    context = browser.new_context(viewport={"width": 1300, "height": 900})
+    standby = context.new_page()  # the standby's read-only page pages too
+    standby.on("pageerror", lambda error: errors.append(str(error)))
+    log_in(standby, f"{cluster.config.node('backup').url}/#/points", USER, "backup", "standby")
+    standby.locator("#point-count", has_text="Points 1–200 of 450").wait_for(timeout=TIMEOUT_MS)
+    standby.get_by_role("button", name="Next page").click()
+    standby.locator("#point-count", has_text="Points 201–400 of 450").wait_for(timeout=TIMEOUT_MS)
+    standby.screenshot(path=screenshots / "2-standby-points-page-2.png", full_page=True)
+    accessibility = Axe().run(standby).generate_report()  # last: a click right after axe's run can be lost
+    assert accessibility.startswith("Found 0 "), accessibility
+    context.close()
+    assert errors == []
 
 
 PAGES = ["dashboard", "points", "devices", "alarms", "trends", "schedules", "logic", "users", "plugins", "audit"]

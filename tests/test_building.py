@@ -6,6 +6,7 @@ import pytest
 
 from cluster.state import ProcessImage, Rejected
 from plugins.building import BuildingError, export, plan, revision, validate_building
+from conftest import apply_plan
 from plugins.manager import load_plugins
 
 PLUGINS = load_plugins(["echo"], {"echo": "sample_plugins.echo"})
@@ -50,22 +51,22 @@ def test_errors_name_the_entry_and_key(change, says):
 
 def test_plan_is_idempotent_and_deletes_what_was_removed():
     image = ProcessImage()
-    first = plan(image, validate_building(BUILDING, PLUGINS), "eve")
-    assert first is not None and len(first.changes) == 3
+    [first] = plan(image, validate_building(BUILDING, PLUGINS), "eve")
+    assert len(first.changes) == 3
     image.apply(first)
-    assert plan(image, validate_building(BUILDING, PLUGINS), "eve") is None
+    assert plan(image, validate_building(BUILDING, PLUGINS), "eve") == []
     smaller = {"devices": BUILDING["devices"], "points": BUILDING["points"][:1]}
-    second = plan(image, validate_building(smaller, PLUGINS), "eve")
+    [second] = plan(image, validate_building(smaller, PLUGINS), "eve")
     assert [(type(c).__name__, c.kind, c.name) for c in second.changes] == [("DeleteDocument", "points", "setpoint")]
 
 
 def test_a_plan_is_rejected_whole_when_a_document_changed_before_it_commits():
     image = ProcessImage()
-    image.apply(plan(image, validate_building(BUILDING, PLUGINS), "eve"))
+    apply_plan(image, plan(image, validate_building(BUILDING, PLUGINS), "eve"))
     smaller = {"devices": BUILDING["devices"], "points": BUILDING["points"][:1]}
-    planned = plan(image, validate_building(smaller, PLUGINS), "eve")  # deletes "setpoint", expecting version 1
+    [planned] = plan(image, validate_building(smaller, PLUGINS), "eve")  # deletes "setpoint", expecting version 1
     assert [change.expected_version for change in planned.changes] == [1]
-    image.apply(plan(image, validate_building({**BUILDING, "points": [*BUILDING["points"][:1], {**BUILDING["points"][1], "writable": False}]}, PLUGINS), "bob"))
+    apply_plan(image, plan(image, validate_building({**BUILDING, "points": [*BUILDING["points"][:1], {**BUILDING["points"][1], "writable": False}]}, PLUGINS), "bob"))
     assert isinstance(image.apply(planned), Rejected)  # bob's change is not undone by a plan made before it
     assert image.documents["points"]["setpoint"].version == 2
 
@@ -73,19 +74,19 @@ def test_a_plan_is_rejected_whole_when_a_document_changed_before_it_commits():
 def test_the_revision_changes_with_every_configuration_change():
     image = ProcessImage()
     empty = revision(image, PLUGINS)
-    image.apply(plan(image, validate_building(BUILDING, PLUGINS), "eve"))
+    apply_plan(image, plan(image, validate_building(BUILDING, PLUGINS), "eve"))
     applied = revision(image, PLUGINS)
     assert applied != empty and revision(image, PLUGINS) == applied
-    image.apply(plan(image, validate_building({"devices": BUILDING["devices"], "points": BUILDING["points"][:1]}, PLUGINS), "eve"))
+    apply_plan(image, plan(image, validate_building({"devices": BUILDING["devices"], "points": BUILDING["points"][:1]}, PLUGINS), "eve"))
     assert revision(image, PLUGINS) not in (empty, applied)
 
 
 def test_export_gives_back_what_validates_to_the_same_documents():
     image = ProcessImage()
-    image.apply(plan(image, validate_building(BUILDING, PLUGINS), "eve"))
+    apply_plan(image, plan(image, validate_building(BUILDING, PLUGINS), "eve"))
     exported = export(image, PLUGINS)
     assert exported["devices"] == [{"name": "ahu1", "driver": "echo", "period": 0.5}]
-    assert plan(image, validate_building(exported, PLUGINS), "eve") is None
+    assert plan(image, validate_building(exported, PLUGINS), "eve") == []
 
 
 def test_driver_keys_are_stored_as_users_write_them_even_when_aliased():
@@ -97,5 +98,5 @@ def test_driver_keys_are_stored_as_users_write_them_even_when_aliased():
     point = validate_building(building, modbus)["points"]["m.t"]
     assert point["register"] == "holding" and "kind" not in point
     image = ProcessImage()
-    image.apply(plan(image, validate_building(building, modbus), "eve"))
-    assert plan(image, validate_building(export(image, modbus), modbus), "eve") is None
+    apply_plan(image, plan(image, validate_building(building, modbus), "eve"))
+    assert plan(image, validate_building(export(image, modbus), modbus), "eve") == []

@@ -1,7 +1,9 @@
-"""/metrics on real node processes: parsed as Prometheus text, it agrees with /api/v1/node and follows reports and failovers."""
+"""/metrics on real node processes: parsed as Prometheus text, it agrees with /api/v1/node and follows reports, failovers and
+a stalled trend writer."""
 
 from __future__ import annotations
 
+import sqlite3
 import urllib.error
 import urllib.request
 
@@ -12,6 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from cluster.cli import call_api
 from cluster.processes import LocalCluster, wait_for
 from conftest import module_cluster, report, serving
+from plugins.trend_store import MAX_QUEUED
+from webmanager.appkeys import MAX_BATCH
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -104,6 +108,33 @@ def test_scrape_needs_the_token(cluster):
     with pytest.raises(urllib.error.HTTPError) as refused:
         scrape(cluster, "main", token="wrong")
     assert refused.value.code == 401
+
+
+def test_a_stalled_trend_writer_shows_its_bounded_queue_and_the_samples_it_dropped(cluster):
+    """Main's trend store is stalled (the test holds its file's write lock, as a hung disk would): the queue fills to its
+    bound, the rest is dropped and counted, and the metrics show both; the backup's store is not affected."""
+    trended = "metrics.trended"
+    building = {"points": [{"name": trended}], "trends": [{"name": trended, "point": trended}]}
+    assert call_api(cluster.config, cluster["main"].spec.api, "POST", "/api/v1/config", building)[0] == 200
+    before = scrape(cluster, "main")
+    assert value(before, "tandem_trend_queue_bound_samples") == MAX_QUEUED and value(before, "tandem_trend_samples_dropped_total") == 0
+    batches = MAX_QUEUED // MAX_BATCH + 1  # one more than fits: each update of the trended point is a sample
+    stall = sqlite3.connect(cluster["main"].spec.data_dir / "trends.sqlite", isolation_level=None)
+    stall.execute("BEGIN IMMEDIATE")
+    try:
+        for k in range(batches):
+            body = {"updates": [{"name": trended, "value": k * MAX_BATCH + i} for i in range(MAX_BATCH)]}
+            code, answer = call_api(cluster.config, cluster["main"].spec.api, "POST", "/api/v1/points", body)
+            assert code == 200, answer
+        stalled = scrape(cluster, "main")
+    finally:
+        stall.rollback()
+    assert value(stalled, "tandem_trend_samples_dropped_total") == MAX_BATCH  # the last batch found no room
+    assert (batches - 1) * MAX_BATCH <= value(stalled, "tandem_trend_queue_samples") <= MAX_QUEUED
+    wait_for(lambda: value(scrape(cluster, "main"), "tandem_trend_queue_samples") == 0, 30, "main's trend writer to catch up")
+    assert value(scrape(cluster, "main"), "tandem_trend_samples_dropped_total") == MAX_BATCH
+    assert value(scrape(cluster, "backup"), "tandem_trend_samples_dropped_total") == 0
+    assert cluster["main"].view()["trends"]["dropped"] == MAX_BATCH  # the node's status says it too
 
 
 def test_device_errors_are_counted(make_cluster, example_plugin):

@@ -205,6 +205,37 @@ async def test_ten_neighbours_are_read_with_one_request_and_requests_keep_their_
     assert min(gaps) >= 0.02 * 0.99
 
 
+async def test_only_changed_points_are_reported_and_every_point_again_after_a_reconnect(guard, tandem_modbus_device) -> None:
+    """A poll reports the points whose registers or bits changed since the last read on this connection; a new connection
+    (a device that came back, a new active) reports every point once, though the device holds the values it held."""
+    device = tandem_modbus_device()
+    device.set("holding", 0, [1, *words("f", 21.5), 4])
+    device.set("coil", 0, [True])
+    points = {"a": {"register": "holding", "address": 0}, "f": {"register": "holding", "address": 1, "type": "float32"},
+              "b": {"register": "holding", "address": 3}, "c": {"register": "coil", "address": 0}}
+    expected = {"a": (1, "good"), "f": (21.5, "good"), "b": (4, "good"), "c": (True, "good")}
+    driver, seen = make_driver(guard.act, device.port, points, timeout=0.3)
+    async with running(driver):
+        await until(lambda: {name: seen.value(name) for name in points} == expected, "the first poll")
+        assert sorted(seen.since(0)) == ["a", "b", "c", "f"]
+        polls = seen.reports
+        await until(lambda: seen.reports >= polls + 3, "three more polls")
+        assert seen.since(polls) == []  # nothing changed: nothing reported
+        device.set("holding", 1, words("f", -21.5)[:1])  # f's first register only (the second is 0 for both values)
+        device.set("holding", 3, [5])
+        device.set("coil", 0, [False])
+        expected |= {"f": (-21.5, "good"), "b": (5, "good"), "c": (False, "good")}
+        await until(lambda: {name: seen.value(name) for name in points} == expected, "the new values")
+        assert sorted(seen.since(polls)) == ["b", "c", "f"]  # each once, and a not at all
+
+        device.pause()  # a request times out: the connection is aborted and its points are comm-failure
+        await until(lambda: seen.all("comm-failure"), "comm-failure", timeout=2)
+        lost = seen.reports
+        device.resume()
+        await until(lambda: {name: seen.value(name) for name in points} == expected, "the device back with the same values")
+    assert sorted(seen.since(lost)) == ["a", "b", "c", "f"]
+
+
 async def test_polls_keep_a_fixed_rate_without_drift(guard, tandem_modbus_device) -> None:
     device = tandem_modbus_device()
     points = {"h0": {"register": "holding", "address": 0}, "i0": {"register": "input", "address": 0}}

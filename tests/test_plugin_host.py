@@ -98,6 +98,18 @@ def test_a_driver_failing_at_start_or_while_running_is_isolated_and_reported(mak
     assert cluster.log("main").count("gave up after 3 counts") == 1  # logged once, though it is restarted and fails again
 
 
+def test_a_reading_the_log_cannot_hold_makes_only_its_point_bad(make_cluster, example_plugin, tmp_path):
+    env = {"PYTHONPATH": str(example_plugin)}
+    cluster = make_cluster(cluster={"plugins": ["example"]}, envs={"main": env, "backup": env})
+    cluster.wait_active(name="main")
+    building = '[[devices]]\nname = "c1"\ndriver = "counter"\n\n[[points]]\nname = "c1.n"\ndevice = "c1"\n\n'
+    building += '[[points]]\nname = "c1.nan"\ndevice = "c1"\nbroken = true\n'
+    assert apply_building(cluster, building, tmp_path).returncode == 0
+    assert counting_on(cluster, "backup", "c1.n")  # the batches with the NaN in them went in, without it
+    assert point_view(cluster, "backup", "c1.nan")["quality"] == "bad" and point_view(cluster, "backup", "c1.nan")["value"] is None
+    assert cluster.log("main").count("point c1.nan: reading nan from counter:c1 refused") == 1  # logged once, not per batch
+
+
 def test_bad_building_file_is_refused_naming_file_and_key(make_cluster, example_plugin, tmp_path):
     env = {"PYTHONPATH": str(example_plugin)}
     cluster = make_cluster(cluster={"plugins": ["example"]}, envs={"main": env, "backup": env})

@@ -5,18 +5,24 @@ import pickle
 import pytest
 
 from cluster.commands import (
+    MAX_PART_BYTES,
+    MAX_PART_DOCUMENTS,
     Activate,
     ApplyDocuments,
     CommandError,
     DeleteDocument,
+    DiscardStaged,
     PointUpdate,
     PutDocument,
+    StageDocuments,
     Step,
     UpdatePoints,
     WriteOutcome,
     WritePoint,
+    in_parts,
 )
 from cluster.state import (
+    STAGE_IDLE,
     Activation,
     AuditEntry,
     DesiredWrite,
@@ -317,12 +323,13 @@ def test_a_version_2_snapshot_is_still_read():
     image = applied(scenario()[:18])  # nothing a version 2 image could not hold
     frozen = image.freeze()._replace(functions={}, journals={}, journal_seq={})
     data = bytearray(ProcessImage.encode(frozen))
-    payload = pickle.loads(bytes(data[11:]))
-    for key in ("functions", "journals", "journal_seq"):
+    payload = {key: pickle.loads(piece) for key, piece in pickle.loads(bytes(data[11:])).items()}  # version 5: one pickle each
+    payload["documents"] = {kind: {name: tuple(doc) for name, doc in docs.items()} for kind, docs in image.documents.items()}
+    for key in ("functions", "journals", "journal_seq", "generations", "staging"):
         del payload[key]
     payload["activation"] = payload.pop("activations")[-1][:3]  # before version 4: the last (node, term, since) only
     old = bytes(data[:10]) + b"\x02" + pickle.dumps(payload, 5)
-    assert ProcessImage.decode(old).freeze() == image.freeze()._replace(activations=(Activation(*image.activation[:3]),))
+    assert ProcessImage.decode(old).freeze() == image.freeze()._replace(activations=(Activation(*image.activation[:3]),), generations={})
 
 
 def test_activate_records_the_newest_term_and_rejects_stale_ones():
@@ -542,3 +549,78 @@ def test_decode_refuses_bad_data(make, message):
 
     with pytest.raises(ValueError, match=message):
         ProcessImage.decode(make(good))
+
+
+# ---- configuration changes staged in parts ----
+
+
+def points_change(count: int, user: str = "eve", ts: float = 50.0, start: int = 0) -> list:
+    return [PutDocument("points", f"p{i}", {"device": None, "writable": False, "deadband": 0.0}, user, ts, 0) for i in range(start, start + count)]
+
+
+def test_a_big_change_is_staged_in_bounded_parts_and_becomes_visible_at_once():
+    image = ProcessImage()
+    image.apply(PutDocument("devices", "d", {"host": "h"}, "eve", 1.0))
+    count = 2 * MAX_PART_DOCUMENTS + 100
+    *parts, last = in_parts(points_change(count), "c1")
+    assert [type(c) for c in parts] == [StageDocuments, StageDocuments] and last.staged == ("c1", 2)
+    assert all(len(c.changes) <= MAX_PART_DOCUMENTS for c in (*parts, last))
+    before = image.freeze()
+    for part in parts:
+        assert image.apply(part) == part.part
+        assert image.documents["points"] == {} and image.kinds_changed == set()  # a standby never shows half a change
+    assert image.freeze().documents == before.documents
+    assert image.apply(last) == count
+    assert len(image.documents["points"]) == count and image.kinds_changed == {"points"} and image.staging is None
+    assert image.audit[-1][3:] == ("apply", "points", f"{count} put, 0 deleted (change c1, 3 parts)")
+
+
+def test_a_staged_change_is_refused_whole_if_its_kinds_changed_meanwhile_or_an_activation_came():
+    for between in (PutDocument("points", "p0", {"x": 1}, "bob", 51.0, 0), Activate("backup", 2, 51.0)):
+        image = ProcessImage()
+        [part, last] = in_parts(points_change(MAX_PART_DOCUMENTS + 100), "c1")
+        image.apply(part)
+        image.apply(between)
+        assert isinstance(image.apply(last), Rejected)
+        assert image.staging is None and set(image.documents["points"]) <= {"p0"}
+
+
+def test_a_second_change_waits_until_the_first_is_done_or_idle():
+    image = ProcessImage()
+    image.apply(in_parts(points_change(2_500), "c1")[0])
+    other = StageDocuments("c2", 1, tuple(points_change(1, "bob", 60.0)))
+    assert isinstance(image.apply(other), Rejected)
+    late = StageDocuments("c2", 1, tuple(points_change(1, "bob", 50.0 + STAGE_IDLE + 1)))
+    assert image.apply(late) == 1 and image.staging.change == "c2"  # the first went idle: replaced
+    assert isinstance(image.apply(StageDocuments("c2", 3, tuple(points_change(1)))), Rejected)  # parts must follow
+
+
+def test_a_discarded_change_leaves_nothing():
+    image = ProcessImage()
+    *parts, last = in_parts(points_change(2_500), "c1")
+    image.apply(parts[0])
+    image.apply(DiscardStaged("c1", 51.0))
+    assert image.staging is None and isinstance(image.apply(last), Rejected) and image.documents["points"] == {}
+
+
+def test_a_snapshot_taken_while_staging_finishes_the_change_like_the_original():
+    commands = in_parts(points_change(4_500), "c1")
+    original = ProcessImage()
+    original.apply(commands[0])
+    restored = ProcessImage.decode(ProcessImage.encode(original.freeze()))
+    assert ProcessImage.encode(restored.freeze()) == ProcessImage.encode(original.freeze())
+    for image in (original, restored):
+        for command in commands[1:]:
+            image.apply(command)
+    assert len(restored.documents["points"]) == 4_500
+    assert ProcessImage.encode(restored.freeze()) == ProcessImage.encode(original.freeze())
+
+
+def test_an_entry_holds_at_most_the_bound_of_documents_or_bytes():
+    big = [PutDocument("points", f"p{i}", {"text": "x" * 100_000}, "eve", 1.0, 0) for i in range(30)]
+    commands = in_parts(big, "c1")
+    assert len(commands) > 1
+    for command in commands:
+        assert sum(len(pickle.dumps(c.body, protocol=5)) for c in command.changes) <= MAX_PART_BYTES or len(command.changes) == 1
+    with pytest.raises(CommandError, match=f"at most {MAX_PART_DOCUMENTS}"):
+        ApplyDocuments(tuple(points_change(MAX_PART_DOCUMENTS + 1)))

@@ -1,9 +1,11 @@
 """Trend samples derived from a real process image's commands into real SQLite stores: deadband and interval sampling,
-restarts and replays, gap filling from a peer, retention, queries, and validation of [[trends]] entries."""
+restarts and replays, gap filling from a peer, the writer's bounded queue, retention, queries, and validation of
+[[trends]] entries."""
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from cluster.node import Change
 from cluster.state import ProcessImage
 from plugins.building import BuildingError, validate_building
 from plugins.manager import load_plugins
-from plugins.trend_store import TrendStore
+from plugins.trend_store import MAX_QUEUED, MAX_WAIT, WAIT_SHARE, TrendStore
 from plugins.trends import FUNCTION, MAX_CATCHUP, TICK, TrendEntry, TrendFeed, due_tick, find_trend
 
 T0 = 1_800_000_000.0  # a whole multiple of 60
@@ -23,15 +25,18 @@ T0 = 1_800_000_000.0  # a whole multiple of 60
 class Server:
     """One server's side of trending: a process image applying commands, its feed and its store."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, max_queued: int = MAX_QUEUED) -> None:
         self.image = ProcessImage()
-        self.store = TrendStore(directory / "trends.sqlite")
+        self.store = TrendStore(directory / "trends.sqlite", max_queued)
         self.feed = TrendFeed(lambda: self.image, self.store)
 
-    def apply(self, *commands) -> None:
+    def offer(self, *commands) -> None:
         for command in commands:
             result = self.image.apply(command)
-            self.feed(Change(command, result, self.image.applied))
+            self.feed(Change(command, result, self.image.applied, frozenset(self.image.kinds_changed)))
+
+    def apply(self, *commands) -> None:
+        self.offer(*commands)
         self.store.flushed().result(timeout=10)
 
     def rows(self) -> list[tuple]:
@@ -118,10 +123,41 @@ def _image_after(commands) -> ProcessImage:
     return image
 
 
+def test_a_stalled_writer_holds_the_raft_thread_briefly_then_drops_what_does_not_fit_and_counts_it(tmp_path):
+    """Another connection holds the file's write lock (a stalled disk): the queue fills to its bound and no further; each
+    offer beyond it returns within the wait budget, its samples dropped and counted; once the lock is gone, the samples
+    the queue took are written."""
+    server = Server(tmp_path, max_queued=1_000)
+    server.apply(trend("temp", point="room.temp"))
+    batches = [UpdatePoints(tuple(PointUpdate("room.temp", float(k * 100 + i), "good", T0 + k + i / 100, "test") for i in range(100))) for k in range(30)]
+    stall = sqlite3.connect(server.store.path, isolation_level=None)
+    stall.execute("BEGIN IMMEDIATE")
+    waited, started = [], time.monotonic()
+    try:
+        for batch in batches:
+            before = time.monotonic()
+            server.offer(batch)
+            waited.append(time.monotonic() - before)
+            assert server.store.queued <= 1_000
+        elapsed = time.monotonic() - started
+        status = server.store.status()
+    finally:
+        stall.rollback()
+    assert (status["queued"], status["queue_bound"], status["dropped"]) == (1_000, 1_000, 2_000)  # 10 batches fit, 20 do not
+    assert max(waited) < MAX_WAIT + 0.2 and sum(waited) < MAX_WAIT + WAIT_SHARE * elapsed + 0.2  # slack: 2 busy cores
+    server.store.flushed().result(timeout=30)
+    assert [value for *_, value, _ in server.rows()] == [float(v) for v in range(1_000)]  # the first 10 batches, whole
+    assert (server.store.queued, server.store.dropped) == (0, 2_000)
+    server.apply(UpdatePoints(tuple(PointUpdate("room.temp", -float(i), "good", T0 + 60 + i, "test") for i in range(1_500))))
+    assert len(server.rows()) == 2_500 and server.store.dropped == 2_000  # one command bigger than the bound fits an empty queue
+    server.store.close()
+
+
 def test_retention_drops_samples_older_than_the_trends_keep_by_log_time(server):
     server.apply(trend("short", point="a", retention=1 / 24), trend("long", point="b"))  # one hour; a year
     server.apply(update(T0, a=1, b=1), update(T0 + 2 * 3600, a=2, b=2))
     assert [(name, value) for name, _, _, value, _ in server.rows()] == [("long", 1), ("long", 2), ("short", 2)]
+    assert server.store.oldest() == {"long": T0, "short": T0 + 2 * 3600}  # what the Trends page's default range starts at
 
 
 def test_buckets_give_min_max_avg_and_count_of_numeric_samples(server):

@@ -20,7 +20,6 @@ from cluster.config import Role
 from cluster.node import ClusterNode, TransferFailed
 from cluster.status import compose_status
 from plugins.alarms import AlarmError, alarm_list, notifier_progress, operator_step
-from plugins.building import BuildingError, export, plan, revision, validate_building
 from plugins.logic import logic_list
 from plugins.manager import PluginSet
 from plugins.schedules import schedule_list
@@ -28,7 +27,7 @@ from plugins.trend_store import TrendStore
 from plugins.trends import FUNCTION as TRENDS_FUNCTION
 from plugins.trends import find_trend, trend_list
 
-from . import browse, live, sessions, ui, user_api
+from . import browse, config_api, live, sessions, ui, user_api
 from .auth import authenticate, cross_origin, identity
 from .browse import peer_view, point_json
 from .appkeys import MAX_BATCH, MAX_BODY, MAX_BUCKETS, MAX_SAMPLES, NODE, PEER_SESSION, PLUGINS, TRENDS
@@ -132,38 +131,6 @@ async def post_points(request: web.Request) -> web.Response:
     if isinstance(result, web.Response):
         return result
     return web.json_response({"accepted": len(command.updates)})
-
-
-async def get_config(request: web.Request) -> web.Response:
-    image, plugins = request.app[NODE].image, request.app[PLUGINS]
-    return web.json_response(export(image, plugins), headers={"ETag": f'"{revision(image, plugins)}"'})
-
-
-async def post_config(request: web.Request) -> web.Response:
-    """Apply a building configuration (devices, points, functions' entries): validated, then committed as one entry.
-    With `?check=1` only validated (on any server): the answer says how many documents applying it would change. With
-    `If-Match: <the ETag of GET /api/v1/config>` only applied if the building has not changed since (else 412)."""
-    node = request.app[NODE]
-    body = await json_body(request, '{"devices": [...], "points": [...]}')
-    if isinstance(body, web.Response):
-        return body
-    check = request.query.get("check") in ("1", "true")
-    if not check and not node.is_active():
-        return not_active(node)
-    expected = request.headers.get("If-Match")
-    if expected is not None and expected.strip('"') != revision(node.image, request.app[PLUGINS]):
-        return error(412, "the building configuration changed since you read it: read it again and redo your change")
-    try:
-        documents = validate_building(body, request.app[PLUGINS])
-    except BuildingError as exc:
-        return error(400, "invalid building configuration", problems=exc.problems)
-    command = plan(node.image, documents, identity(request).name)
-    if check or command is None:
-        return web.json_response({"changed": 0 if command is None else len(command.changes), **({"checked": True} if check else {})})
-    result = await commit(node, command, "the configuration changed meanwhile ({reason}); apply again")
-    if isinstance(result, web.Response):
-        return result
-    return web.json_response({"changed": len(command.changes)})
 
 
 async def get_alarms(request: web.Request) -> web.Response:
@@ -372,8 +339,7 @@ def create_app(node: ClusterNode, plugins: PluginSet, trends: TrendStore | None 
         app.router.add_get("/api/v1/points/{name}", get_point)
         app.router.add_put("/api/v1/points/{name}", put_point)
         app.router.add_post("/api/v1/cluster/transfer", transfer)
-        app.router.add_get("/api/v1/config", get_config)
-        app.router.add_post("/api/v1/config", post_config)
+        config_api.install(app)
         app.router.add_get("/api/v1/alarms", get_alarms)
         app.router.add_get("/api/v1/alarms/journal", get_alarm_journal)
         app.router.add_post("/api/v1/alarms/{name}/{action:ack|shelve|unshelve}", alarm_action)

@@ -18,6 +18,7 @@ TRENDS = web.AppKey("trends", TrendStore)  # servers keeping trend history only
 LIVE_CLIENTS = web.AppKey("live_clients", Callable[[], int])  # how many live-feed clients are connected (servers only)
 
 MAX_BATCH = 20_000  # updates per POST /api/v1/points request
-MAX_BODY = 8 * 2**20  # bytes per request body
+MAX_BODY = 8 * 2**20  # bytes per request body (a building of any size comes as NDJSON instead: see config_api)
+NDJSON = "application/x-ndjson"  # one JSON value per line: big buildings in, progress out
 MAX_BUCKETS = 100_000  # per trend query
 MAX_SAMPLES = 1_000_000  # raw samples per trend query

@@ -83,6 +83,8 @@ class NodeCollector(Collector):
         if "plugins" in status:
             yield _gauge("tandem_device_writes_in_flight", "Operator writes being driven to devices now.", len(status["plugins"]["writes_in_flight"]))
             yield _gauge("tandem_plugin_problems", "Plugins that failed to load or register.", len(status["plugins"]["problems"]))
+        if "trends" in status:
+            yield from _trend_queue(status["trends"])
         clients = self._app.get(LIVE_CLIENTS)
         if clients is not None:
             yield _gauge("tandem_websocket_clients", "Visualization clients connected to the live feed.", clients())
@@ -120,6 +122,13 @@ def _peers(peers: dict[str, dict[str, Any]]) -> Iterator[Metric]:
         if peer["ack_age"] is not None:
             ack_age.add_metric([name], peer["ack_age"])
     yield from (connected, match, ack_age)
+
+
+def _trend_queue(store: dict[str, Any]) -> Iterator[Metric]:
+    """The trend store's queue between the Raft thread and its SQLite writer (servers keeping trends only)."""
+    yield _gauge("tandem_trend_queue_samples", "Trend samples offered by the log and not yet written to this server's store.", store["queued"])
+    yield _gauge("tandem_trend_queue_bound_samples", "The most trend samples the queue holds before the log waits for it, then drops.", store["queue_bound"])
+    yield _counter("tandem_trend_samples_dropped", "Trend samples this server's store lost: its queue stayed full, or a gap was not filled in time.", store["dropped"])
 
 
 def _running(kind: str, what: str, states: dict[str, dict[str, Any]] | None) -> Iterator[Metric]:

@@ -13,7 +13,7 @@ from plugins.building import Building, Name
 from plugins.manager import PluginSet
 
 from . import ui
-from .appkeys import MAX_BATCH, MAX_BUCKETS, MAX_SAMPLES, PLUGINS
+from .appkeys import MAX_BATCH, MAX_BUCKETS, MAX_SAMPLES, NDJSON, PLUGINS
 from .auth import required_role
 from .sessions import CSRF_HEADER, SESSION_COOKIE
 from .users import MAX_PASSWORD, MIN_PASSWORD, Role
@@ -48,6 +48,9 @@ JOURNAL = [
     _param("after", "query", INT64, "Entries after this sequence number (default 0)."),
     _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 10_000}, "At most this many entries (default 1000)."),
 ]
+KINDS = _param(
+    "kinds", "query", {"type": "string"}, "Only these sections, comma-separated: the others are not sent and not changed.", example="logic"
+)
 USER_NAME = _param("name", "path", {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH, "pattern": r"^[^\s]+$"}, "The user's name.", example="alice")
 # status -> (components/responses name, description); 401 and 403 are in every authenticated operation
 ERRORS = {
@@ -57,6 +60,7 @@ ERRORS = {
     404: ("NotFound", "No such point, alarm, trend or user."),
     409: ("Conflict", "This server is not the active one (`active`, `active_api` name it), or the state changed meanwhile."),
     412: ("PreconditionFailed", "The building configuration changed since the ETag given as If-Match was read."),
+    413: ("TooLarge", "The body is larger than the server takes: a building over 8 MiB of JSON goes as application/x-ndjson."),
     422: ("Unprocessable", "The transfer was refused or did not complete in time."),
     429: ("TooManyRequests", "Too many failed logins for this user or from this address: locked out for `Retry-After` seconds."),
     503: ("Unavailable", "The change was not committed (no quorum, or not in time), or the active server is still applying."),
@@ -73,6 +77,13 @@ def _op(summary: str, tag: str, ok: dict[str, Any], errors: tuple[int, ...] = ()
         operation["parameters"] = params
     if body:
         operation["requestBody"] = {"required": True, "content": _json(_ref(body))}
+    return operation
+
+
+def _building_upload(operation: dict[str, Any]) -> dict[str, Any]:
+    """POST /api/v1/config also takes a building of any size as NDJSON, one {"section": entry} per line (gzip allowed)."""
+    lines = {"schema": {"type": "string"}, "example": '{"devices": {"name": "ahu1", "driver": "modbus", "host": "10.0.0.5"}}\n'}
+    operation["requestBody"]["content"][NDJSON] = lines
     return operation
 
 
@@ -103,13 +114,16 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "Report a batch of field values (one log entry)", "points", {200: _ok("`accepted`: how many updates.")}, (400, 409, 503), body="PointBatch"
     ),
     ("GET", "/api/v1/points"): _op(
-        "The points, sorted by name, with value, quality, time stamp, pending write, device and whether writable",
+        "One page of the points, sorted by name, with value, quality, time stamp, pending write, device and whether writable",
         "points",
-        {200: _ok("`points` (at most `limit`) and `total` (how many matched).")},
+        {200: _ok("`points` (at most `limit`), `total` (how many match in all) and `next` (the `after` of the next page; null on the last).")},
         (400,),
         [
             _param("prefix", "query", {"type": "string"}, "Only names starting with this."),
             _param("search", "query", {"type": "string"}, "Only names containing this (any case)."),
+            _param(
+                "after", "query", {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH}, "Only names sorting after this: the `next` of the previous page."
+            ),
             _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 10000}, "At most this many (default 1000)."),
         ],
     ),
@@ -178,17 +192,25 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "The building configuration (devices, points, functions' entries); its ETag names this revision",
         "config",
         {200: _ok("The building.", _json(_ref("BuildingConfig")))},
+        (400,),
+        [KINDS],
     ),
-    ("POST", "/api/v1/config"): _op(
-        "Apply a building configuration (validated, one log entry), or with check=1 only validate it (on any server)",
-        "config",
-        {200: _ok("`changed`: documents changed (or that would change, with `checked`).")},
-        (400, 409, 412, 503),
-        [
-            _param("check", "query", {"type": "boolean"}, "Validate only; commit nothing."),
-            _param("If-Match", "header", {"type": "string"}, "The ETag of GET /api/v1/config: apply only if nothing changed since."),
-        ],
-        "BuildingConfig",
+    ("POST", "/api/v1/config"): _building_upload(
+        _op(
+            "Apply a building configuration (validated, then committed in bounded log entries that become visible at once), or"
+            " with check=1 only validate it (on any server)",
+            "config",
+            {200: _ok("`changed`: documents changed (or that would change, with `checked`). With Accept: application/x-ndjson, a"
+                      " line per step ({\"progress\": {\"step\": ...}}), the last one the outcome with its `status`.",
+                      {**JSON_OBJECT, NDJSON: {"schema": {"type": "string"}}})},
+            (400, 409, 412, 413, 503),
+            [
+                _param("check", "query", {"type": "boolean"}, "Validate only; commit nothing."),
+                _param("If-Match", "header", {"type": "string"}, "The ETag of GET /api/v1/config: apply only if nothing changed since."),
+                KINDS,
+            ],
+            "BuildingConfig",
+        )
     ),
     ("GET", "/api/v1/alarms"): _op("Alarms and their states, and the notifiers' progress", "alarms", {200: _ok("`alarms` and `notifiers`.")}),
     ("GET", "/api/v1/alarms/journal"): _journal("alarms"),
@@ -204,7 +226,11 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/api/v1/logic/journal"): _journal("logic"),
     ("GET", "/api/v1/schedules"): _op("Schedules, their current and next values", "schedules", {200: _ok("`schedules`.")}),
     ("GET", "/api/v1/schedules/journal"): _journal("schedules"),
-    ("GET", "/api/v1/trends"): _op("Trends and the trend store's state", "trends", {200: _ok("`trends` and `store`.")}),
+    ("GET", "/api/v1/trends"): _op(
+        "Trends and the trend store's state",
+        "trends",
+        {200: _ok("`trends` (each with its newest sample, `latest`, and its oldest sample's time, `first`) and `store` (its queue and dropped samples).")},
+    ),
     ("GET", "/api/v1/trends/_samples"): _op(
         "For a peer filling its gap: the samples of commands (after, upto]",
         "trends",

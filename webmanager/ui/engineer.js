@@ -7,12 +7,13 @@ const DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
 // Change one kind of entry in the building configuration as it is now (`change(entries)` -> entries) and check it (or
 // apply it) on the server: the server's validation is the only one, so the messages name the entry and field exactly
-// as `tandem config apply` does. If-Match makes the server refuse (412) if anybody changed the building in between.
+// as `tandem config apply` does. Only that section goes back and forth (?kinds=), however many points the building
+// has. If-Match makes the server refuse (412) if anybody changed the building in between.
 async function saveEntries(page, kind, change, apply) {
   const cluster = page.cluster;
-  const { data: building, headers } = await cluster.exchange(cluster.current, "GET", "/api/v1/config");
+  const { data: building, headers } = await cluster.exchange(cluster.current, "GET", `/api/v1/config?kinds=${kind}`);
   building[kind] = change(building[kind] || []);
-  const path = `/api/v1/config${apply ? "" : "?check=1"}`;
+  const path = `/api/v1/config?kinds=${kind}${apply ? "" : "&check=1"}`;
   return (await cluster.exchange(cluster.current, "POST", path, building, undefined, { "If-Match": headers.get("ETag") })).data;
 }
 
@@ -61,7 +62,7 @@ function editorActions(page, { verdict, build, kind, name, saved }) {
 // `refresh()`, which fetches what the cards show besides the configuration).
 async function editors(page, kind, box, editor, refresh = async () => {}) {
   const draw = async (text) => {
-    const [building] = await Promise.all([page.api("GET", "/api/v1/config"), refresh()]);
+    const [building] = await Promise.all([page.api("GET", `/api/v1/config?kinds=${kind}`), refresh()]);
     replace(box, (building[kind] || []).map((entry) => editor(entry, draw)), editor({}, draw));
     if (text) message(page.root.querySelector(".page-message"), text);
   };

@@ -77,15 +77,28 @@ function writeForm(page, point) {
   );
 }
 
+const PAGE_SIZE = 200;  // points per page: the server filters and pages, the page holds (and subscribes to) only these
+// The filter and the `after` of each page up to the one shown ("" for the first): kept when the Points page is drawn
+// again, after a move to another server or a visit to another page.
+const pointsShown = { search: "", cursors: [""] };
+
 async function points(page) {
-  const filter = h("input", { id: "point-filter", type: "search", placeholder: "name contains …" });
-  const count = h("p", { role: "status" });
+  const filter = h("input", { id: "point-filter", type: "search", placeholder: "name contains …", value: pointsShown.search });
+  const count = h("p", { id: "point-count", role: "status" });
+  const previous = h("button", { type: "button", disabled: true, onclick: () => turn(-1) }, "Previous page");
+  const next = h("button", { type: "button", disabled: true, onclick: () => turn(1) }, "Next page");
   const list = h("div");
   const rows = new Map();  // point name -> {value, quality, ts} cells
-  page.root.append(h("label", { for: "point-filter" }, "Filter points "), filter, count, list);
+  let following = null;  // the `after` of the page behind the shown one (null: it is the last)
+  let loads = 0;  // only the latest request draws
+  page.root.append(h("label", { for: "point-filter" }, "Filter points "), filter, count, h("div", { class: "pager" }, previous, next), list);
 
   async function load() {
-    const data = await page.api("GET", `/api/v1/points?limit=500&search=${encodeURIComponent(filter.value)}`);
+    const ticket = ++loads;
+    const query = new URLSearchParams({ limit: PAGE_SIZE, search: pointsShown.search });
+    if (pointsShown.cursors.at(-1)) query.set("after", pointsShown.cursors.at(-1));
+    const data = await page.api("GET", `/api/v1/points?${query}`);
+    if (ticket !== loads) return;
     rows.clear();
     const body = data.points.map((point) => {
       const cells = { value: td(value(point.value)), quality: td(point.quality), ts: td(time(point.timestamp)) };
@@ -95,8 +108,19 @@ async function points(page) {
       return h("tr", { "data-point": point.name }, h("th", { scope: "row" }, point.name), cells.value, cells.quality, cells.ts, td(point.device ?? "virtual"), td(writable ? writeForm(page, point) : ""));
     });
     replace(list, table(["Point", "Value", "Quality", "Time", "Device", "Write"], body));
-    count.textContent = `${data.points.length} of ${data.total} points`;
+    const first = (pointsShown.cursors.length - 1) * PAGE_SIZE;
+    count.textContent = data.points.length ? `Points ${first + 1}–${first + data.points.length} of ${data.total}` : "No points match";
+    following = data.next;
+    previous.disabled = pointsShown.cursors.length < 2;
+    next.disabled = following === null;
     page.cluster.subscribe({ points: data.points.map((point) => point.name) });
+  }
+
+  function turn(step) {
+    if (step > 0) pointsShown.cursors.push(following);
+    else pointsShown.cursors.pop();
+    previous.disabled = next.disabled = true;  // until this page is drawn
+    load().catch((error) => page.fail(error));
   }
 
   page.on("points", (update) => {
@@ -114,7 +138,10 @@ async function points(page) {
   let timer = null;
   filter.addEventListener("input", () => {
     clearTimeout(timer);
-    timer = setTimeout(() => load().catch((error) => page.fail(error)), 300);
+    timer = setTimeout(() => {
+      Object.assign(pointsShown, { search: filter.value, cursors: [""] });
+      load().catch((error) => page.fail(error));
+    }, 300);
   });
   await load();
 }
@@ -197,18 +224,25 @@ async function alarms(page) {
   page.cluster.subscribe({ alarms: true });
 }
 
-const RANGES = [["15 min", 900], ["1 h", 3600], ["24 h", 86400], ["7 days", 604800]];
+const FIT = "fit";  // the default range: from the trend's oldest sample up to now, FIT_MIN to FIT_MAX seconds
+const FIT_MIN = 60, FIT_MAX = 86400;
+const RANGES = [["since the first sample (up to 24 h)", FIT], ["15 min", 900], ["1 h", 3600], ["24 h", 86400], ["7 days", 604800]];
 const RAW_LIMIT_SECONDS = 3600;  // wider ranges are drawn from min/max/avg buckets
 const BUCKETS = 600;
 
 async function trends(page) {
-  const { trends: list } = await page.api("GET", "/api/v1/trends");
+  let { trends: list } = await page.api("GET", "/api/v1/trends");
   if (!list.length) {
     page.root.append(h("p", {}, "No trends are configured."));
     return;
   }
   const select = h("select", { id: "trend-select" }, list.map((t) => h("option", { value: t.name }, t.name)));
-  const range = h("select", { id: "trend-range" }, RANGES.map(([label, span]) => h("option", { value: span, selected: span === 3600 }, label)));
+  const range = h("select", { id: "trend-range" }, RANGES.map(([label, choice]) => h("option", { value: choice }, label)));
+  const first = () => list.find((t) => t.name === select.value)?.first ?? null;  // the selected trend's oldest sample
+  const span = (now) => {  // the seconds the chosen range shows up to now
+    if (range.value !== FIT) return Number(range.value);
+    return first() === null ? 3600 : Math.min(FIT_MAX, Math.max(FIT_MIN, now - first()));
+  };
   const chartBox = h("div", { class: "chart", role: "img", "aria-label": "trend chart" });
   let csvPath = null;  // the shown range as CSV
   const csv = h("button", { type: "button", onclick: () => csvPath && page.cluster.download(csvPath, `${select.value}.csv`).catch((error) => page.fail(error)) }, "Download CSV");
@@ -229,8 +263,9 @@ async function trends(page) {
 
   async function draw() {
     const to = window_ ? window_[1] : Date.now() / 1000;
-    const from = window_ ? window_[0] : to - Number(range.value);
+    const from = window_ ? window_[0] : to - span(to);
     const data = await fetchSeries(from, to);
+    chartBox.dataset.from = String(from);
     chartBox.dataset.span = String(to - from);  // the seconds shown (smaller after a zoom)
     // a sample holds until the next one (values change in steps), so raw samples are drawn as steps
     const line = data.length > 2 ? {} : { paths: uPlot.paths.stepped({ align: 1 }) };
@@ -275,6 +310,7 @@ async function trends(page) {
   select.addEventListener("change", reset);
   range.addEventListener("change", reset);
   page.every(5000, async () => {
+    if (range.value === FIT && first() === null) ({ trends: list } = await page.api("GET", "/api/v1/trends"));  // no samples yet: ask again
     if (!window_) await draw();
     chartBox.dataset.points = String(chart ? chart.data[0].length : 0);
   });

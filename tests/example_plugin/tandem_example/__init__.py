@@ -21,6 +21,7 @@ class CounterDevice(BaseModel):
 class CounterPoint(BaseModel):
     model_config = ConfigDict(extra="forbid")
     step: int = 1  # 0: a setpoint that holds the last written value
+    broken: bool = False  # report NaN, which the log cannot hold (to show that only this point is affected)
 
 
 class CounterDriver:
@@ -44,6 +45,8 @@ class CounterDriver:
             await asyncio.sleep(settings.period)
 
     def _value(self, name: str, point: CounterPoint) -> object:
+        if point.broken:
+            return float("nan")
         return self.count * point.step if point.step else self.held.get(name, 0)
 
     async def write(self, point: str, value):
