@@ -65,6 +65,7 @@ def run(points: int, keep: Path | None) -> dict[str, Any]:
     try:
         with running_cluster(keep / str(points) if keep else None, failback="auto") as cluster:
             directory = cluster.config.path.parent
+            wait_for(lambda: all(cluster[name].view() for name in cluster.nodes), 30, "every node's API to answer")
             (directory / "building.toml").write_text(building(device.port, devices, REGISTERS, POLL))
             before, lease_lapses = terms(cluster), cluster.log("main").count("is standby")
             started = time.monotonic()

@@ -18,6 +18,7 @@ from .config import NodeConfig, Role, TandemConfig
 from .fence import Fence
 from .guard import ActGuard, NotActive
 from .raft import Encoder, ProposalFailed, RaftNode
+from .bulk import release_later
 from .state import ProcessImage, Rejected
 
 logger = logging.getLogger(__name__)
@@ -371,7 +372,10 @@ class ClusterNode:
     # ---- state machine plumbing (Raft thread) ----
 
     def _apply(self, command: Command) -> object:
+        staging = self.image.staging  # kept here, so that a staging the command ends is not freed all at once on this thread
         result = self.image.apply(command)
+        if staging is not None and self.image.staging is not staging:
+            release_later(staging.changes)
         if type(command) is UpdatePoints:
             self._apply_lags.append(time.time() - command.ts)  # newest sample's stamp -> applied here
             self.updates_applied += len(command.updates)
@@ -439,6 +443,7 @@ class ClusterNode:
             "apply_lag": _percentiles(self._apply_lags),
             "largest_entry": raft.largest_entry,  # bytes, since this node started
             "longest_apply": raft.longest_apply,  # seconds one entry held the Raft thread, since this node started
+            "longest_tick_gap": raft.longest_tick_gap,  # seconds the Raft thread went without a tick, since this node started
             "blocked": self.blocked,
             **{key: provider() for key, provider in self._status_extras.items()},
             "peers": peers,

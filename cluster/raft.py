@@ -26,6 +26,7 @@ from .journal import DurableJournal
 logger = logging.getLogger(__name__)
 
 _FOLLOWER, _CANDIDATE, _LEADER = 0, 1, 2
+STALL_WARNING = 0.1  # seconds without a tick that are logged: a lease lasts lease_ratio x election_min (0.24 s by default)
 _SNAPSHOT_FORMAT = "tandem-snapshot-1"
 
 Encoder = Callable[[], bytes]
@@ -165,6 +166,8 @@ class RaftNode(SyncObj):
         self._lease_floor = -math.inf
         self._transfer_target: str | None = None
         self._echo: tuple[float, int] | None = None
+        self._last_tick = math.inf  # the first tick measures no gap
+        self.longest_tick_gap = 0.0  # seconds between two ticks of the Raft thread, at most, since start
         self.largest_entry = 0  # bytes of the largest log entry applied since start
         self.longest_apply = 0.0  # seconds of the longest apply of one entry (decode and state machine) on the Raft thread
         self.eligible = True  # may this node become active? Sent to the leader with every answer to AppendEntries
@@ -329,6 +332,10 @@ class RaftNode(SyncObj):
         if self._journal.pending:
             self._journal.sync()
         now = raft_clock()
+        gap, self._last_tick = now - self._last_tick, now
+        if gap > STALL_WARNING:
+            logger.warning("the Raft thread did not tick for %.0f ms (CPU, GIL or disk): leases last %.0f ms", gap * 1000, self._lease * 1000)
+        self.longest_tick_gap = max(self.longest_tick_gap, gap)
         if (
             self._SyncObj__raftState != _LEADER
             and not self._SyncObj__transferInProgress

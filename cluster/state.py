@@ -550,11 +550,14 @@ def _documents_from_columns(pieces: list[bytes]) -> dict[str, dict[str, tuple]]:
 
 
 def _put(docs: dict[str, Document], cmd: PutDocument) -> int:
-    """Store a document put in `docs` with the next version; returns that version. The body's keys and text values are
-    interned: 250,000 point documents repeat "register", "input" and their device's name, and would hold a copy each."""
+    """Store a document put in `docs` with the next version; returns that version. The body's text values are interned:
+    250,000 point documents repeat "input", "uint16" and their device's name, and would hold a copy each."""
     current = docs.get(cmd.name)
     version = current.version + 1 if current else 1
-    body = {sys.intern(key): sys.intern(value) if type(value) is str else value for key, value in cmd.body.items()}
+    body = cmd.body  # the command's private copy: the image takes it over
+    for key, value in body.items():
+        if type(value) is str:
+            body[key] = sys.intern(value)
     docs[cmd.name] = Document(version, body, cmd.user, cmd.ts)
     return version
 

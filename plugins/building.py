@@ -6,11 +6,13 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
+from operator import itemgetter
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo
 
 from cluster.commands import ApplyDocuments, DeleteDocument, PutDocument, StageDocuments, in_parts
+from cluster.bulk import release_later, sorted_in_runs
 from cluster.state import ProcessImage
 
 from .types import DriverSpec
@@ -227,6 +229,7 @@ def validate_building(
             specific = _specific(entry, model, f"{kind}[{index}]", problems, context)
             if specific is not None:
                 documents[kind][entry.name] = specific
+    release_later(building.devices, building.points, building.notifiers, *functions.values())  # a model per entry: many
     if problems:
         raise BuildingError(problems)
     return documents
@@ -261,7 +264,7 @@ def export(image: ProcessImage, plugins: PluginSet, sections: tuple[str, ...] | 
     building: dict[str, list[dict[str, Any]]] = {}
     for kind in sections or building_kinds(plugins):
         entries = []
-        for name, document in sorted(list(image.documents.get(kind, {}).items())):  # a copy: the Raft thread applies meanwhile
+        for name, document in sorted_in_runs(list(image.documents.get(kind, {}).items()), key=itemgetter(0)):
             entries.append({"name": name, **{key: value for key, value in document.body.items() if value is not None}})
         building[kind] = entries
     return building

@@ -94,7 +94,8 @@ class FunctionHost:
 
     def _start(self, spec: FunctionSpec, key: tuple) -> None:
         documents = self._node.image.documents
-        context_data = entry_context({name: doc.body.get("writable", False) for name, doc in documents["points"].items()})
+        points = list(documents["points"].items()) if documents.get(spec.name) else []  # a walk over every point: only if needed
+        context_data = entry_context({name: doc.body.get("writable", False) for name, doc in points})
         running = _Running(spec, key)
         try:
             entries: dict[str, BaseModel] = {

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from cluster.commands import CommandError, PointUpdate, StageDocuments, UpdatePoints, WriteOutcome, check_update
 from cluster.guard import NotActive
-from cluster.node import Change, ClusterNode
+from cluster.node import Change, ClusterNode, RoleEvent
 from cluster.raft import ProposalFailed
 
 from .manager import PluginSet
@@ -30,9 +30,10 @@ MAX_BATCH = 5_000  # readings per log entry (a bigger one stalls the Raft thread
 class _Device:
     """One running driver: its task, the configuration it was built from, and its last error."""
 
-    def __init__(self, name: str, config_key: tuple, driver: Driver, plugin: str, source: str) -> None:
+    def __init__(self, name: str, config_key: tuple, driver: Driver, plugin: str, source: str, epoch: int) -> None:
         self.name = name
         self.config_key = config_key
+        self.epoch = epoch  # the active period it was started in
         self.driver = driver
         self.plugin = plugin
         self.source = source  # "<driver>:<device>", the source of its values in the image
@@ -68,17 +69,31 @@ class PluginHost:
         self._writes: dict[str, tuple[int, asyncio.Task]] = {}  # point -> (write seq, the task driving it): one at a time
         self._attempts: dict[tuple[str, int], int] = {}
         self._wake = asyncio.Event()
+        self._epoch = 0  # counts the times this node stopped being active (on the Raft thread): a driver reports only in its own
 
     # ---- lifecycle ----
 
     async def run(self) -> None:
         """Follow role and configuration changes until cancelled; stops every driver on the way out."""
         flusher = asyncio.create_task(self._flush_forever())
+        unsubscribe = self._node.on_role(self._on_role)
         try:
             await follow(self._node, self._wake, self._reconcile, self._on_change, "plugin host (devices)")
         finally:
+            unsubscribe()
             flusher.cancel()
             await self._stop(list(self._devices))
+
+    def _on_role(self, event: RoleEvent) -> None:
+        """On the Raft thread: when the role is lost (even for a moment: the fence cut every connection), what the drivers
+        of that active period report is not a device's state any more, and they start again."""
+        if event.role != "active":
+            self._epoch += 1
+
+    def _current(self, epoch: int) -> bool:
+        """Whether a driver started in active period `epoch` may still report: the period goes on and the node is active
+        (a connection the fence has just cut would report comm-failure for every point of its device otherwise)."""
+        return epoch == self._epoch and self._node.is_active()
 
     def _on_change(self, change: Change, wake: Any) -> None:
         if change.command is None or change.kinds & {"devices", "points"}:
@@ -106,9 +121,9 @@ class PluginHost:
             self._prepared = {name: entry for name, entry in self._prepared.items() if name in self._configuration}
         configured = self._configuration
         wanted = configured if self._node.is_active() else {}
-        if not wanted:
-            self._pending.clear()  # readings taken while active are not reported by a standby
-        ended = {name for name, device in self._devices.items() if device.task is not None and device.task.done()}
+        if not wanted or any(device.epoch != self._epoch for device in self._devices.values()):
+            self._pending.clear()  # readings of an active period that ended are not reported
+        ended = {name for name, device in self._devices.items() if (device.task is not None and device.task.done()) or device.epoch != self._epoch}
         await self._stop([name for name, device in self._devices.items() if wanted.get(name) != device.config_key or name in ended])
         for name, key in wanted.items():
             if name not in self._devices and self._config_errors.get(name, (None, ""))[0] != key:
@@ -150,13 +165,13 @@ class PluginHost:
             self._config_error(name, key, prepared)
             return
         spec = prepared.spec
-        source = f"{spec.name}:{name}"
+        source, epoch = f"{spec.name}:{name}", self._epoch
         try:
             context = DeviceContext(
                 device=name,
                 settings=prepared.settings,
                 points=prepared.points,
-                report=lambda readings: self._report(readings, source, prepared.deadbands),
+                report=lambda readings: self._report(readings, source, prepared.deadbands) if self._current(epoch) else None,
                 act=self._node.guard.act,
                 fence=self._node.fence,
                 log=logging.getLogger(f"tandem.device.{name}"),
@@ -166,7 +181,7 @@ class PluginHost:
             self._config_error(name, key, f"{type(exc).__name__}: {exc}")
             return
         self._config_errors.pop(name, None)
-        device = _Device(name, key, driver, spec.plugin, source)
+        device = _Device(name, key, driver, spec.plugin, source, epoch)
         failed = lambda error: setattr(device, "error", error)  # noqa: E731
         device.task = asyncio.create_task(keep_running(f"device {name} (plugin {spec.plugin})", driver.run, failed), name=f"device {name}")
         device.task.add_done_callback(lambda _: self._wake.set())  # ended by NotActive: reconcile now
@@ -243,7 +258,9 @@ class PluginHost:
 
     async def _flush(self) -> None:
         """Commit up to MAX_BATCH pending readings in one log entry. Drivers may report a value only once (when it changed):
-        if the entry fails while they run on (a lease blip), its readings are queued again, but for newer ones."""
+        if the entry is not committed while they run on in the same active period, its readings are queued again (but for
+        newer ones); once that period ended, the drivers start again and report everything anew."""
+        epoch = self._epoch
         batch = {name: self._pending.pop(name) for name in list(itertools.islice(self._pending, MAX_BATCH))}
         try:
             command = UpdatePoints(tuple(batch.values()))
@@ -256,11 +273,11 @@ class PluginHost:
         try:
             await self._node.submit(command)
         except (NotActive, ProposalFailed) as exc:
-            if self._devices:
+            if epoch == self._epoch:
                 self._pending = {**self._unsent, **self._pending}
                 logger.warning("readings not committed (%s); queued again", exc)
             else:
-                logger.warning("readings not committed (%s); the next active polls again", exc)
+                logger.warning("readings not committed (%s); the drivers of the next active period report again", exc)
         finally:
             self._unsent = {}
 

@@ -4,6 +4,7 @@ link between two hosts."""
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import os
 import re
 import subprocess
@@ -18,14 +19,18 @@ def ip(*args: str) -> None:
 def _remove_leftovers() -> None:
     """Remove the bridges and namespaces of test processes that died before they could (their subnet would clash)."""
     names = subprocess.run(["ip", "-o", "link", "show", "type", "bridge"], capture_output=True, text=True).stdout
-    bridges = re.findall(r"^\d+: tbr(\d+):", names, re.MULTILINE)
-    namespaces = re.findall(r"^tnd(\d+)-(\S+)", subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout, re.MULTILINE)
-    dead = {pid for pid in {*bridges, *(pid for pid, _ in namespaces)} if not Path(f"/proc/{pid}").exists()}
-    for pid, host in namespaces:
-        if pid in dead:
-            subprocess.run(["ip", "netns", "del", f"tnd{pid}-{host}"], capture_output=True)
-    for pid in dead & set(bridges):
-        subprocess.run(["ip", "link", "del", f"tbr{pid}"], capture_output=True)
+    bridges = re.findall(r"^\d+: tbr((\d+)x\d+):", names, re.MULTILINE)
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    namespaces = re.findall(r"^tnd((\d+)x\d+-\S+)", listed, re.MULTILINE)
+    for name, pid in namespaces:
+        if not Path(f"/proc/{pid}").exists():
+            subprocess.run(["ip", "netns", "del", f"tnd{name}"], capture_output=True)
+    for name, pid in bridges:
+        if not Path(f"/proc/{pid}").exists():
+            subprocess.run(["ip", "link", "del", f"tbr{name}"], capture_output=True)
+
+
+_made = itertools.count()
 
 
 class NetnsHosts:
@@ -34,7 +39,9 @@ class NetnsHosts:
     SUBNET = "10.203.7"
 
     def __init__(self, hosts: Iterable[str]) -> None:
-        tag = os.getpid()  # names carry the pid (interface names have at most 15 characters), so leftovers can be found
+        # names carry the pid, so leftovers can be found, and a count: a namespace is destroyed by the kernel a moment after
+        # it is deleted, with its veth pair, so the next hosts of this process must not reuse a name (interfaces: 15 chars)
+        tag = f"{os.getpid()}x{next(_made)}"
         self.bridge = f"tbr{tag}"
         self.hosts = list(hosts)
         self.namespace = {host: f"tnd{tag}-{host}" for host in self.hosts}
@@ -65,6 +72,7 @@ class NetnsHosts:
 
     def __exit__(self, *exc: object) -> None:
         for host in self.hosts:
+            subprocess.run(["ip", "link", "del", self.cable[host]], capture_output=True)  # both ends of the pair, at once
             subprocess.run(["ip", "netns", "del", self.namespace[host]], capture_output=True)
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
 

@@ -282,6 +282,25 @@ async def test_not_active_propagates_from_run_and_write(device: DeviceProcess, t
     guard.close()
 
 
+async def test_no_datagram_leaves_once_the_role_is_lost_bacpypes3_retries_included(device: DeviceProcess, tmp_path: Path) -> None:
+    active = True
+    guard = ActGuard("test", lambda margin: 1 if active else None, 0.0, tmp_path / "acts.log")
+    driver, seen = make_driver(guard.act, {"sp": {"object": "analog-value,1"}}, address=device.address, apdu_timeout=0.3, apdu_retries=3, poll_interval=30)
+    async with running(driver):
+        await until(lambda: seen.value("sp") == (20.0, "good"), "the first poll")
+        device.pause()
+        write = asyncio.create_task(driver.write("sp", 21.0))  # first it reads the priority slot: no answer, bacpypes3 retries
+        sent = lambda: [act["what"] for act in read_acts(tmp_path / "acts.log")][-2:] == ["bacnet read dev sp priority-array", "bacnet frame dev"]  # noqa: E731
+        await until(sent, "the read's first datagram")
+        active = False  # the role is lost: the retries 0.3, 0.6 and 0.9 s later must not leave
+        with pytest.raises(Exception):
+            await write
+        device.resume()
+        await until(lambda: device.stats()["ReadPropertyRequest"] >= 1, "the device to serve what reached it")
+        assert device.stats()["ReadPropertyRequest"] == 1
+    guard.close()
+
+
 async def test_taken_local_port_fails_fast(guard: ActGuard, device: DeviceProcess) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))

@@ -4,12 +4,15 @@ operator write reaches the device exactly once wherever the old active died, and
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 
 import pytest
 
+from cluster.cli import call_api
 from cluster.processes import wait_for
 from conftest import apply_building, confirmed_write, point_view, tandem_cli
+from plugins.simulator.modbus_recorder import RecorderProcess
 
 BUILDING = """
 [[devices]]
@@ -141,3 +144,33 @@ def test_paused_active_sends_the_device_nothing_after_the_new_active_began(make_
     late = [r for r in device.stats()["requests"] if r[4] == old and r[3] >= first_new]
     assert late == [], f"the old active sent {len(late)} requests after the new active's first"
     assert [r for r in device.stats()["requests"] if r[4] != old and r[3] > first_new]  # while the new active keeps polling
+
+
+def test_a_moment_without_the_active_role_makes_no_point_comm_failure(make_cluster, tmp_path):
+    """Main paused longer than its lease but shorter than an election timeout loses the role for a moment, in the same
+    term: the fence cuts every connection, and the drivers that see their requests reset must not report devices lost."""
+    device = RecorderProcess(units=1).start()
+    try:
+        device.set("input", 0, [215])
+        timers = {"election_min": 1.0, "election_max": 2.0, "lease_ratio": 0.3, "connection_timeout": 2.0}
+        cluster = make_cluster(failback="manual", timers=timers)
+        trend = '\n[[trends]]\nname = "ahu1.supply_temp"\npoint = "ahu1.supply_temp"\n'
+        applied = apply_building(cluster, BUILDING.format(port=device.port, gap=0.0) + trend, tmp_path)
+        assert applied.returncode == 0, applied.stderr
+        wait_for(lambda: backup_value(cluster, "ahu1.supply_temp") == 21.5, 10, "21.5 in the backup's image")
+        term, since = cluster["main"].view()["term"], time.time()
+        for _ in range(3):
+            cut = cluster.log("main").count("cut off")
+            cluster["main"].signal(signal.SIGSTOP)
+            wait_for(lambda: time.time() > since + 0.5, 1, "the pause to outlast the lease (0.3 s), not an election (1 s)")
+            cluster["main"].signal(signal.SIGCONT)
+            wait_for(lambda: cluster.log("main").count("cut off") > cut, 5, "the fence to cut main's connection")
+            wait_for(lambda: cluster.active() == "main", 5, "main active again")
+            since = time.time()
+        device.set("input", 0, [230])
+        wait_for(lambda: backup_value(cluster, "ahu1.supply_temp") == 23.0, 10, "main polling again")
+        assert {view["term"] for view in cluster.views().values() if view} == {term}  # no election: the same active
+        code, history = call_api(cluster.config, cluster["backup"].spec.api, "GET", "/api/v1/trends/ahu1.supply_temp")
+        assert code == 200 and {sample["quality"] for sample in history["samples"]} == {"good"}, history["samples"]
+    finally:
+        device.kill()

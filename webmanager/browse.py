@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from cluster.bulk import sorted_in_runs
 from cluster.commands import MAX_NAME_LENGTH
 from cluster.config import NodeConfig
 from cluster.node import ClusterNode
@@ -39,10 +40,7 @@ def point_json(name: str, point: Any, desired: Any = None, entry: dict[str, Any]
 class PointIndex:
     """The image's point names in order, kept between requests. Points are only ever added to an image, and a dict keeps
     insertion order, so the names added since the last request are the dict's tail: they are merged in, and all names
-    are sorted anew only for a new image (a snapshot install). Sorting holds the GIL, so it is done in runs and pairwise
-    merges that each hold it briefly (the Raft thread must keep answering heartbeats)."""
-
-    RUN = 10_000  # names sorted per step
+    are sorted anew only for a new image (a snapshot install), in steps that each hold the GIL briefly (cluster.bulk)."""
 
     def __init__(self) -> None:
         self._image: weakref.ref[ProcessImage] | None = None
@@ -56,18 +54,13 @@ class PointIndex:
         if same and len(image.points) == count:
             return self
         if same and len(image.points) > count:
-            added = list(islice(image.points, count, None))  # one C call: atomic under the GIL
-            runs = [self.names, *self._runs(added)]
+            added = sorted_in_runs(list(islice(image.points, count, None)))  # list(): one C call, atomic under the GIL
+            self.names = sorted(self.names + added)  # two sorted runs: merged in linear time
         else:
             self._image = weakref.ref(image)
-            runs = self._runs(list(image.points))
-        while len(runs) > 1:
-            runs = [sorted(runs[i] + runs[i + 1]) if i + 1 < len(runs) else runs[i] for i in range(0, len(runs), 2)]
-        self.names, self._folded = (runs[0] if runs else []), None
+            self.names = sorted_in_runs(list(image.points))
+        self._folded = None
         return self
-
-    def _runs(self, names: list[str]) -> list[list[str]]:
-        return [sorted(names[i : i + self.RUN]) for i in range(0, len(names), self.RUN)]
 
     def page(self, prefix: str, search: str, after: str, limit: int) -> tuple[list[str], int, str | None]:
         """The names starting with `prefix` and containing `search` (lower case) that sort after `after`, at most

@@ -16,6 +16,7 @@ from cluster.commands import ApplyDocuments, DiscardStaged, StageDocuments
 from cluster.guard import NotActive
 from cluster.node import ClusterNode
 from cluster.raft import ProposalFailed
+from cluster.bulk import release_later
 from cluster.state import Rejected
 from plugins.building import BuildingError, building_kinds, export, plan, revision, validate_building
 
@@ -114,12 +115,15 @@ async def post_config(request: web.Request) -> web.StreamResponse:
         raw, size = await _read_building(request)
         await reply.progress(step="received", bytes=size)
         documents = await asyncio.to_thread(validate_building, raw, plugins, _sections(request), node.image)
+        release_later(*raw.values())
         await reply.progress(step="validated", documents=sum(map(len, documents.values())))
         commands = await asyncio.to_thread(plan, node.image, documents, identity(request).name)
+        release_later(*documents.values())
         changed = sum(len(command.changes) for command in commands)
         await reply.progress(step="planned", changed=changed, parts=len(commands))
         if not check and commands:
             await _commit(node, commands, reply)
+        release_later(commands)
     except BuildingError as exc:
         return await reply.finish(400, {"error": "invalid building configuration", "problems": exc.problems})
     except Refused as exc:
