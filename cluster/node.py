@@ -111,7 +111,7 @@ class ClusterNode:
             on_restore=self._restore,
         )
         self._raft.may_campaign = self._may_campaign()  # before the first election timeout runs out
-        self._raft.addOnTickCallback(self._on_tick)
+        self._raft.on_tick(self._on_tick)
         logger.info("node %s (%s) started: raft %s, api %s", self.name, self.me.role.value, self.me.raft, self.me.api)
 
     def stop(self) -> None:
@@ -145,13 +145,17 @@ class ClusterNode:
         raft = self._raft
         if raft is None or not self._may_act or not raft.is_leader:
             return None
-        term = raft.raftCurrentTerm
+        term = raft.term
         if term != self._activated_term or raft.lease_remaining() <= margin:
             return None
         return term
 
     def is_active(self) -> bool:
         return self._permit(0.0) is not None
+
+    def applied_everything_committed(self) -> bool:
+        """Whether this node's image holds every entry it knows committed (a consistent read on the active needs that)."""
+        return self.raft.applied_index >= self.raft.commit_index
 
     @property
     def role(self) -> str:
@@ -165,7 +169,7 @@ class ClusterNode:
         raft = self._raft
         if activation is None or raft is None or raft.leader_address is None:
             return None
-        if self._names.get(raft.leader_address) != activation.node or activation.term != raft.raftCurrentTerm:
+        if self._names.get(raft.leader_address) != activation.node or activation.term != raft.term:
             return None
         return self.config.node(activation.node)
 
@@ -219,7 +223,7 @@ class ClusterNode:
         self._may_act = False
         raft.revoke_lease()
         transfer.last_act = self.guard.last_act
-        transfer.started_term = raft.raftCurrentTerm
+        transfer.started_term = raft.term
         self._transfer = transfer
         logger.info("transfer to %s started (%s)", transfer.target.name, transfer.reason)
 
@@ -293,7 +297,7 @@ class ClusterNode:
             if raft.is_leader and self._transfer is None:
                 self._hand_off(now)
             return
-        term = raft.raftCurrentTerm
+        term = raft.term
         if raft.is_leader and self._activated_term != term and self._activation_proposed_term != term:
             self._propose_activation(term)
         active = self.is_active()
@@ -342,7 +346,7 @@ class ClusterNode:
         if not servers:
             return
         best = max(servers, key=lambda n: (self.raft.match_index(n.raft) or 0, n.role is Role.MAIN))
-        self._transfer = _Transfer(best, now + self._timers.election_max, "witness hand-off", started_term=self.raft.raftCurrentTerm)
+        self._transfer = _Transfer(best, now + self._timers.election_max, "witness hand-off", started_term=self.raft.term)
 
     def _check_failback(self, now: float) -> None:
         main = self.config.by_role(Role.MAIN)
@@ -425,11 +429,11 @@ class ClusterNode:
             "name": self.name,
             "config_role": self.me.role.value,
             "role": self.role,
-            "term": raft.raftCurrentTerm,
+            "term": raft.term,
             "leader": leader,
             "is_leader": raft.is_leader,
-            "commit_index": raft.raftCommitIndex,
-            "applied_index": raft.raftLastApplied,
+            "commit_index": raft.commit_index,
+            "applied_index": raft.applied_index,
             "last_log_index": raft.last_log_index,
             "last_ts": self.image.last_ts,
             "leader_contact_age": None if math.isinf(raft.leader_contact_age()) else raft.leader_contact_age(),

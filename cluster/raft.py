@@ -125,8 +125,9 @@ def _journal_factory(journal: DurableJournal) -> Iterator[None]:
         _syncobj.createJournal = original
 
 
-class RaftNode(SyncObj):
-    """A pysyncobj node with pre-vote, leader stickiness, a majority-acknowledged lease and a durable journal.
+class _SyncNode(SyncObj):
+    """A pysyncobj node with pre-vote, leader stickiness, a majority-acknowledged lease and a durable journal: every
+    override of pysyncobj's internals (pinned: pysyncobj 0.3.17, checked by tests/test_pysyncobj_internals.py) is here.
 
     Everything here runs on pysyncobj's tick thread unless stated otherwise.
     """
@@ -563,3 +564,151 @@ _STATE_NAMES = {_FOLLOWER: "follower", _CANDIDATE: "candidate", _LEADER: "leader
 def _file_id(path: Path) -> tuple[int, int, int]:
     st = path.stat()
     return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+class RaftNode:
+    """Tandem's Raft node, in Tandem's words: its term, leader, commit and applied index, lease, proposals and leadership
+    transfer. Nothing else of pysyncobj's is reachable from here. The properties are safe to read from any thread."""
+
+    def __init__(
+        self,
+        *,
+        address: str,
+        peers: list[str],
+        password: str,
+        data_dir: Path,
+        fsync: bool,
+        timers: Timers,
+        campaign_factor: float,
+        snapshot_entries: int,
+        first_campaign_delay: float,
+        on_apply: Callable[[Any], Any],
+        freeze: Callable[[], Encoder],
+        on_restore: Callable[[bytes], None],
+    ) -> None:
+        self._node = _SyncNode(
+            address=address, peers=peers, password=password, data_dir=data_dir, fsync=fsync, timers=timers,
+            campaign_factor=campaign_factor, snapshot_entries=snapshot_entries, first_campaign_delay=first_campaign_delay,
+            on_apply=on_apply, freeze=freeze, on_restore=on_restore,
+        )
+
+    # ---- this node and its log ----
+
+    @property
+    def address(self) -> str:
+        return self._node.address
+
+    @property
+    def term(self) -> int:
+        return self._node.raftCurrentTerm
+
+    @property
+    def is_leader(self) -> bool:
+        return self._node.is_leader
+
+    @property
+    def leader_address(self) -> str | None:
+        return self._node.leader_address
+
+    @property
+    def commit_index(self) -> int:
+        return self._node.raftCommitIndex
+
+    @property
+    def applied_index(self) -> int:
+        return self._node.raftLastApplied
+
+    @property
+    def last_log_index(self) -> int:
+        return self._node.last_log_index
+
+    def leader_contact_age(self) -> float:
+        """Seconds since this node last accepted AppendEntries from a leader."""
+        return self._node.leader_contact_age()
+
+    def lease_remaining(self) -> float:
+        """Seconds for which no other node can become leader; -inf when there is no lease."""
+        return self._node.lease_remaining()
+
+    # ---- the peers, as the leader sees them ----
+
+    def match_index(self, address: str) -> int | None:
+        """How far a follower's log matches the leader's; None when this node is not the leader."""
+        return self._node.match_index(address)
+
+    def ack_age(self, address: str) -> float | None:
+        """Seconds since the leader last heard a follower answer; None when this node is not the leader."""
+        return self._node.ack_age(address)
+
+    def connected(self, address: str) -> bool:
+        return self._node.connected(address)
+
+    def peer_eligible(self, address: str) -> bool:
+        """Whether a follower last said it may become active (True until it has said anything)."""
+        return self._node.peer_eligible(address)
+
+    # ---- what this node tells its peers ----
+
+    @property
+    def eligible(self) -> bool:
+        """May this node become active? Sent to the leader with every answer to AppendEntries."""
+        return self._node.eligible
+
+    @eligible.setter
+    def eligible(self, value: bool) -> None:
+        self._node.eligible = value
+
+    @property
+    def may_campaign(self) -> bool:
+        """False: this node starts no election (a server that is blocked)."""
+        return self._node.may_campaign
+
+    @may_campaign.setter
+    def may_campaign(self, value: bool) -> None:
+        self._node.may_campaign = value
+
+    # ---- figures since start ----
+
+    @property
+    def snapshot_duration(self) -> float:
+        return self._node.snapshot_duration
+
+    @property
+    def largest_entry(self) -> int:
+        return self._node.largest_entry
+
+    @property
+    def longest_apply(self) -> float:
+        return self._node.longest_apply
+
+    @property
+    def longest_tick_gap(self) -> float:
+        return self._node.longest_tick_gap
+
+    # ---- actions ----
+
+    def propose(self, command: Any, callback: Callable[[Any, str | None], None]) -> None:
+        """Queue a command for the log; `callback(result, error_text)` runs on the Raft thread (any thread may call)."""
+        self._node.propose(command, callback)
+
+    def on_tick(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` on the Raft thread at every tick (every `tick` seconds)."""
+        self._node.addOnTickCallback(callback)
+
+    def compact(self) -> None:
+        self._node.compact()
+
+    def revoke_lease(self) -> None:
+        self._node.revoke_lease()
+
+    def restore_lease(self) -> None:
+        self._node.restore_lease()
+
+    def transfer_to(self, address: str) -> bool:
+        return self._node.transfer_to(address)
+
+    def cancel_transfer(self) -> None:
+        self._node.cancel_transfer()
+
+    def stop(self) -> None:
+        self._node.stop()

@@ -64,10 +64,9 @@ async def get_point(request: web.Request) -> web.Response:
     node = request.app[NODE]
     name = request.match_info["name"]
     if request.query.get("consistent") in ("1", "true"):
-        raft = node.raft
         if not node.is_active():
             return not_active(node)
-        if raft.raftLastApplied < raft.raftCommitIndex:
+        if not node.applied_everything_committed():
             return error(503, "the active server is still applying committed entries; retry")
     point = node.image.points.get(name)
     if point is None:
