@@ -13,7 +13,7 @@ from pathlib import Path
 from harness import BATCH, apply_building, millis, paced_updates, parser, per_second, report, running_cluster, summary, view
 
 from cluster.commands import ApplyDocuments, PointUpdate, PutDocument, Step, UpdatePoints
-from cluster.node import Change
+from cluster import changes
 from cluster.processes import LocalCluster, wait_for
 from cluster.state import ProcessImage
 from plugins.trend_store import TrendStore
@@ -36,7 +36,7 @@ class Server:
 
     def apply(self, command) -> None:
         result = self.image.apply(command)
-        self.feed(Change(command, result, self.image.applied, frozenset(self.image.kinds_changed)))
+        self.feed(changes.applied(command, result, self.image))
 
 
 def define(server: Server, names: list[str], **entry) -> None:
@@ -56,9 +56,9 @@ def ingest_run(directory: Path) -> tuple[float, float, float]:
     fed = 0.0
     started = time.perf_counter()
     for batch in batches:
-        result = server.image.apply(batch)
+        change = changes.applied(batch, server.image.apply(batch), server.image)  # the node's apply derives it
         before = time.perf_counter()
-        server.feed(Change(batch, result, server.image.applied, frozenset(server.image.kinds_changed)))
+        server.feed(change)
         fed += time.perf_counter() - before
     server.store.flushed().result(timeout=600)
     elapsed = time.perf_counter() - started

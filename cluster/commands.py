@@ -386,14 +386,3 @@ def in_parts(changes: list[PutDocument | DeleteDocument], change: str) -> list[S
 
 
 Command: TypeAlias = UpdatePoints | WritePoint | WriteOutcome | PutDocument | DeleteDocument | StageDocuments | ApplyDocuments | DiscardStaged | Step | Activate
-
-
-def points_touched(command: Command) -> frozenset[str]:
-    """The points whose value or desired write a command may change (none for configuration and activation)."""
-    if type(command) is UpdatePoints:
-        return frozenset(update[0] for update in command.updates)
-    if type(command) in (WritePoint, WriteOutcome):
-        return frozenset((command.name,))
-    if type(command) is Step:
-        return frozenset(point for point, _ in command.writes)
-    return frozenset()

@@ -18,7 +18,9 @@ from .config import NodeConfig, Role, TandemConfig
 from .fence import Fence
 from .guard import ActGuard, NotActive
 from .raft import Encoder, ProposalFailed, RaftNode
+from . import changes
 from .bulk import release_later
+from .changes import Change
 from .state import ProcessImage, Rejected
 
 logger = logging.getLogger(__name__)
@@ -33,17 +35,6 @@ class RoleEvent(NamedTuple):
     role: str  # active | standby | witness
     term: int
     wall: float
-
-
-class Change(NamedTuple):
-    """One applied command and its result; command None means the whole image was replaced from a snapshot.
-    `seq` counts the commands applied so far (the same on every replica); after a snapshot, the snapshot's count.
-    `kinds` are the document kinds whose visible documents the command changed (a staged part changes none)."""
-
-    command: Command | None
-    result: object
-    seq: int
-    kinds: frozenset[str] = frozenset()
 
 
 class TransferFailed(Exception):
@@ -389,7 +380,7 @@ class ClusterNode:
             # A big configuration change: snapshot it rather than keep (and have a wiped node replay) its parts, once the
             # drivers have started on it, and one server after the other (each encoding takes a core for a while).
             self._compact_at = time.monotonic() + COMPACT_DELAY * (1 + self._index)
-        self._notify(Change(command, result, self.image.applied, frozenset(self.image.kinds_changed)))
+        self._notify(changes.applied(command, result, self.image))
         return result
 
     def _freeze(self) -> Encoder:
@@ -399,7 +390,7 @@ class ClusterNode:
     def _restore(self, data: bytes) -> None:
         self.image = ProcessImage.decode(data)
         logger.info("image restored from snapshot: %d points", len(self.image.points))
-        self._notify(Change(None, None, self.image.applied))
+        self._notify(changes.restored(self.image.applied))
 
     def _notify(self, change: Change) -> None:
         for callback in list(self._change_subscribers):

@@ -12,8 +12,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from cluster.commands import StageDocuments, Step, UpdatePoints, WriteOutcome, WritePoint, points_touched
-from cluster.node import Change, ClusterNode
+from cluster.commands import Step
+from cluster.changes import Change
+from cluster.node import ClusterNode
 from cluster.state import Rejected
 
 from .building import entry_context
@@ -60,14 +61,11 @@ class FunctionHost:
     def _on_change(self, change: Change, wake_up: Callable[[], None], loop: asyncio.AbstractEventLoop) -> None:
         """On the Raft thread: the points a command changed ("*": all, after a snapshot) go to the running functions;
         configuration and activation changes reconcile."""
-        command = change.command
-        if command is None:
+        if change.restored:
             loop.call_soon_threadsafe(self._mark, {"*"})
-        elif type(command) in (UpdatePoints, WritePoint, WriteOutcome, Step):
-            names = points_touched(command)
-            if names:
-                loop.call_soon_threadsafe(self._mark, names)
-        elif type(command) is not StageDocuments:  # a staged part changes nothing visible
+        elif change.points:
+            loop.call_soon_threadsafe(self._mark, change.points)
+        elif change.kinds or change.activated:
             wake_up()
 
     def _mark(self, names: set[str] | frozenset[str]) -> None:

@@ -12,9 +12,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from cluster.commands import CommandError, PointUpdate, StageDocuments, UpdatePoints, WriteOutcome, check_update
+from cluster.commands import CommandError, PointUpdate, UpdatePoints, WriteOutcome, check_update
 from cluster.guard import NotActive
-from cluster.node import Change, ClusterNode, RoleEvent
+from cluster.changes import Change
+from cluster.node import ClusterNode, RoleEvent
 from cluster.raft import ProposalFailed
 
 from .manager import PluginSet
@@ -96,9 +97,9 @@ class PluginHost:
         return epoch == self._epoch and self._node.is_active()
 
     def _on_change(self, change: Change, wake: Any) -> None:
-        if change.command is None or change.kinds & {"devices", "points"}:
+        if change.restored or change.kinds & {"devices", "points"}:
             self._reconfigured = True  # the devices' keys are worked out again (from every point's document) only then
-        if type(change.command) not in (UpdatePoints, StageDocuments):  # configuration, desired writes, outcomes, snapshots
+        if change.restored or change.kinds or change.writes or change.activated:  # not a driver's report
             wake()
 
     def _configured(self) -> dict[str, tuple]:

@@ -9,7 +9,8 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 
 from cluster.guard import NotActive
-from cluster.node import Change, ClusterNode
+from cluster.changes import Change
+from cluster.node import ClusterNode
 
 logger = logging.getLogger(__name__)
 

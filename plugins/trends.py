@@ -11,8 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cluster.commands import Step, UpdatePoints, points_touched
-from cluster.node import Change
+from cluster.commands import Step, UpdatePoints
+from cluster.changes import Change
 from cluster.state import ProcessImage
 
 from .building import PointName
@@ -71,14 +71,14 @@ class TrendFeed:
 
     def __call__(self, change: Change) -> None:
         command, image = change.command, self._image()
-        if command is None or FUNCTION in change.kinds:
+        if change.restored or FUNCTION in change.kinds:
             self._index(image)
         if command is None:
             self._store.restored(change.seq)
             return
         candidates: list[Candidate] = []
         by_point = self._on_change
-        if type(command) is Step and command.function == FUNCTION:
+        if FUNCTION in change.state:
             self._ticked(command, image, candidates)
         elif type(command) is UpdatePoints and by_point:  # the hot path: every update as reported
             for name, value, quality, ts, _ in command.updates:
@@ -87,7 +87,7 @@ class TrendFeed:
                     code = QUALITY_CODES[quality]
                     candidates += [(trend, ts, value, code, deadband) for trend, deadband in trends]
         elif by_point:  # writes: the value the point holds now
-            for point in points_touched(command) & by_point.keys():
+            for point in change.points & by_point.keys():
                 held = image.points.get(point)
                 if held is not None:
                     code = QUALITY_CODES[held.quality]

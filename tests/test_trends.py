@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cluster.commands import PointUpdate, PutDocument, Step, UpdatePoints
-from cluster.node import Change
+from cluster import changes
 from cluster.state import ProcessImage
 from plugins.building import BuildingError, validate_building
 from plugins.manager import load_plugins
@@ -33,7 +33,7 @@ class Server:
     def offer(self, *commands) -> None:
         for command in commands:
             result = self.image.apply(command)
-            self.feed(Change(command, result, self.image.applied, frozenset(self.image.kinds_changed)))
+            self.feed(changes.applied(command, result, self.image))
 
     def apply(self, *commands) -> None:
         self.offer(*commands)
@@ -102,7 +102,7 @@ def test_a_snapshot_gap_is_filled_from_a_peer_and_what_came_meanwhile_is_recorde
     peer.apply(*commands)
     snapshot = ProcessImage.decode(ProcessImage.encode(_image_after(commands[:40]).freeze()))
     wiped.image = snapshot
-    wiped.feed(Change(None, None, snapshot.applied))  # installed a snapshot taken after command 40
+    wiped.feed(changes.restored(snapshot.applied))  # installed a snapshot taken after command 40
     wiped.apply(*commands[40:])  # held back: their deadband depends on samples in the gap
     assert wiped.store.gap() == (0, 40) and wiped.rows() == []
     after, upto = wiped.store.gap()
@@ -204,7 +204,7 @@ def test_a_damaged_store_is_kept_aside_and_its_history_refetched(tmp_path):
     server = Server(tmp_path)
     try:
         assert server.store.last_seq == 0 and server.store.gap() is None
-        server.feed(Change(None, None, 7))  # the node restores its snapshot after command 7
+        server.feed(changes.restored(7))  # the node restores its snapshot after command 7
         server.store.flushed().result(timeout=10)
         assert server.store.gap() == (0, 7)  # what the damaged file held comes from a peer
         assert [p.read_bytes()[:14] for p in tmp_path.glob("trends.sqlite.damaged-*")] == [b"not a database"]

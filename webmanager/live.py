@@ -37,8 +37,8 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
-from cluster.commands import Step, points_touched
-from cluster.node import Change, ClusterNode, RoleEvent
+from cluster.changes import Change
+from cluster.node import ClusterNode, RoleEvent
 from cluster.state import PointValue, ProcessImage
 from plugins.alarms import FUNCTION as ALARMS
 from plugins.alarms import alarm_list
@@ -128,12 +128,11 @@ class LiveFeed:
             event = self._inbox.popleft()
             if isinstance(event, RoleEvent):
                 batch.role = event
-            elif event.command is None:
+            elif event.restored:
                 batch.resync = True
             else:
-                batch.points |= points_touched(event.command)
-                if type(event.command) is Step and event.command.function == ALARMS:
-                    batch.alarms.update(key for key, _, _ in event.command.changes)
+                batch.points |= event.points
+                batch.alarms |= event.state.get(ALARMS, frozenset())
         return batch
 
     def _flush(self, batch: _Batch) -> None:
