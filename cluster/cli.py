@@ -21,7 +21,13 @@ from typing import Any
 
 import tomli_w
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+)
 from rich.table import Table
 
 from .config import ConfigError, NodeConfig, TandemConfig, load_config

@@ -6,12 +6,13 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import NamedTuple, TypeAlias
 
+from .names import MAX_NAME_LENGTH, name_problem
+
 Scalar: TypeAlias = bool | int | float | str | None
 
 QUALITIES = ("good", "uncertain", "bad", "comm-failure", "config-error")
 UNAVAILABLE = frozenset({"bad", "comm-failure", "config-error"})  # qualities whose value must not be used
 DOCUMENT_KINDS = ("devices", "points", "alarms", "notifiers", "schedules", "trends", "logic", "users", "plugins")
-MAX_NAME_LENGTH = 200
 MAX_BODY_DEPTH = 32
 
 _QUALITY_SET = frozenset(QUALITIES)
@@ -39,16 +40,9 @@ class PointUpdate(NamedTuple):
 
 
 def _check_name(field: str, value: object) -> None:
-    """Names (points, documents, users, nodes): 1..MAX_NAME_LENGTH printable characters, no whitespace."""
-    if type(value) is not str:
-        raise CommandError(field, f"must be a str, got {type(value).__name__}")
-    if not value:
-        raise CommandError(field, "must not be empty")
-    if len(value) > MAX_NAME_LENGTH:
-        raise CommandError(field, f"must be at most {MAX_NAME_LENGTH} characters, got {len(value)}")
-    # isprintable() is False for control characters and for every whitespace character but " ".
-    if not value.isprintable() or " " in value:
-        raise CommandError(field, f"must not contain whitespace or control characters, got {value!r}")
+    problem = name_problem(value)
+    if problem is not None:
+        raise CommandError(field, problem)
 
 
 def _check_ts(field: str, value: object) -> None:

@@ -48,8 +48,18 @@ Seconds = Annotated[float, Field(gt=0)]
 
 
 class Role(str, Enum):
+    """What a node is configured to be."""
+
     MAIN = "main"
     BACKUP = "backup"
+    WITNESS = "witness"
+
+
+class Standing(str, Enum):
+    """What a node is doing now (its status, role events, metrics and live-feed messages name it so)."""
+
+    ACTIVE = "active"
+    STANDBY = "standby"
     WITNESS = "witness"
 
 

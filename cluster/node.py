@@ -13,14 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from .commands import Activate, ApplyDocuments, Command, UpdatePoints
-from .config import NodeConfig, Role, TandemConfig
-from .fence import Fence
-from .guard import ActGuard, NotActive
-from .raft import Encoder, ProposalFailed, RaftNode
 from . import changes
 from .bulk import release_later
 from .changes import Change
+from .commands import Activate, ApplyDocuments, Command, UpdatePoints
+from .config import NodeConfig, Role, Standing, TandemConfig
+from .fence import Fence
+from .guard import ActGuard, NotActive
+from .raft import Encoder, ProposalFailed, RaftNode
 from .state import ProcessImage, Rejected
 
 logger = logging.getLogger(__name__)
@@ -151,8 +151,8 @@ class ClusterNode:
     @property
     def role(self) -> str:
         if self.me.role is Role.WITNESS:
-            return "witness"
-        return "active" if self.is_active() else "standby"
+            return Standing.WITNESS.value
+        return (Standing.ACTIVE if self.is_active() else Standing.STANDBY).value
 
     def active_node(self) -> NodeConfig | None:
         """The active server as far as this node knows (its own replicated activation record and leader)."""
@@ -294,7 +294,7 @@ class ClusterNode:
         active = self.is_active()
         if active != self._active:
             self._active = active
-            self._emit(RoleEvent(self.name, "active" if active else "standby", term, time.time()))
+            self._emit(RoleEvent(self.name, (Standing.ACTIVE if active else Standing.STANDBY).value, term, time.time()))
         if active:
             if now >= self._next_lifesign:
                 self._next_lifesign = now + self._timers.lifesign_interval

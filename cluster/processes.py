@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .cli import call_api
-from .config import TandemConfig, load_config
+from .config import Standing, TandemConfig, load_config
 
 T = TypeVar("T")
 NODE_NAMES = ("main", "backup", "witness")
@@ -171,7 +171,7 @@ class LocalCluster:
 
     def active(self) -> str | None:
         """The one node that says it is active, or None (two would be a bug and raises)."""
-        actives = [name for name, view in self.views().items() if view and view["role"] == "active"]
+        actives = [name for name, view in self.views().items() if view and view["role"] == Standing.ACTIVE]
         if len(actives) > 1:
             raise AssertionError(f"two active servers at once: {actives}")
         return actives[0] if actives else None

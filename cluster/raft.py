@@ -14,8 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pysyncobj.syncobj as _syncobj
-from pysyncobj import FAIL_REASON, SERIALIZER_STATE, SyncObj, SyncObjConf, SyncObjException, replicated
-from pysyncobj.monotonic import monotonic as raft_clock  # CLOCK_MONOTONIC_RAW: pysyncobj's deadlines use it
+from pysyncobj import (
+    FAIL_REASON,
+    SERIALIZER_STATE,
+    SyncObj,
+    SyncObjConf,
+    SyncObjException,
+    replicated,
+)
+from pysyncobj.monotonic import (
+    monotonic as raft_clock,  # CLOCK_MONOTONIC_RAW: pysyncobj's deadlines use it
+)
 from pysyncobj.tcp_connection import CONNECTION_STATE
 from pysyncobj.transport import TCPTransport
 

@@ -43,6 +43,14 @@ class PointValue(NamedTuple):
     source: str
 
 
+def moved(old: Scalar, new: Scalar, deadband: float) -> bool:
+    """Whether `new` is a change from `old` that counts (a driver reports it, a change trend records it): numbers by
+    more than the deadband, or by anything when it is 0; any other value when it differs."""
+    if type(old) in (int, float) and type(new) in (int, float):
+        return abs(new - old) > deadband if deadband > 0 else new != old  # type: ignore[operator]
+    return new != old
+
+
 # A PointUpdate is (name, *PointValue): building from its tail with tuple.__new__ skips the
 # Python-level NamedTuple __new__, a third of the cost of applying an update.
 _new_point_value = partial(tuple.__new__, PointValue)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .config import Role, TandemConfig
+from .config import Role, Standing, TandemConfig
 
 
 def compose_status(config: TandemConfig, views: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
@@ -23,7 +23,7 @@ def compose_status(config: TandemConfig, views: dict[str, dict[str, Any] | None]
                 {
                     "name": node.name,
                     "config_role": node.role.value,
-                    "role": "witness" if node.role is Role.WITNESS else "standby",
+                    "role": (Standing.WITNESS if node.role is Role.WITNESS else Standing.STANDBY).value,
                     "reachable": False,
                     "api": node.api,
                     "url": node.url,
@@ -65,7 +65,7 @@ def compose_status(config: TandemConfig, views: dict[str, dict[str, Any] | None]
                 "failing": _failing(view),
             }
         )
-    active = [node["name"] for node in nodes if node["role"] == "active"]
+    active = [node["name"] for node in nodes if node["role"] == Standing.ACTIVE]
     return {
         "cluster": config.cluster.name,
         "active": active[0] if len(active) == 1 else None,

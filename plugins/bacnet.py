@@ -10,12 +10,25 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from bacpypes3.apdu import AbortPDU, AbortReason, ErrorRejectAbortNack, SubscribeCOVRequest, UnconfirmedCOVNotificationRequest
+from bacpypes3.apdu import (
+    AbortPDU,
+    AbortReason,
+    ErrorRejectAbortNack,
+    SubscribeCOVRequest,
+    UnconfirmedCOVNotificationRequest,
+)
 from bacpypes3.basetypes import BinaryPV, ErrorType, PriorityValue, PropertyIdentifier
 from bacpypes3.ipv4.app import NormalApplication
 from bacpypes3.local.device import DeviceObject
 from bacpypes3.pdu import Address, IPv4Address
-from bacpypes3.primitivedata import Boolean, Enumerated, Null, ObjectIdentifier, ObjectType, Real
+from bacpypes3.primitivedata import (
+    Boolean,
+    Enumerated,
+    Null,
+    ObjectIdentifier,
+    ObjectType,
+    Real,
+)
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cluster.commands import Scalar

@@ -9,10 +9,25 @@ import uuid
 from operator import itemgetter
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+)
 
-from cluster.commands import ApplyDocuments, DeleteDocument, PutDocument, StageDocuments, in_parts
 from cluster.bulk import release_later, sorted_in_runs
+from cluster.commands import (
+    ApplyDocuments,
+    DeleteDocument,
+    PutDocument,
+    StageDocuments,
+    in_parts,
+)
+from cluster.names import Name
 from cluster.state import ProcessImage
 
 from .types import DriverSpec
@@ -20,7 +35,6 @@ from .types import DriverSpec
 if TYPE_CHECKING:
     from .manager import PluginSet
 
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,199}$")]
 BASE_KINDS = ("devices", "points", "notifiers")  # then one section per loaded function: [[alarms]], [[schedules]], ...
 ALARM_EVENTS = ("raised", "returned", "acked", "shelved", "unshelved", "removed")
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from cluster.commands import Step
 from cluster.changes import Change
+from cluster.commands import Step
 from cluster.node import ClusterNode
 from cluster.state import Rejected
 

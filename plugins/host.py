@@ -5,18 +5,25 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
 
-from cluster.commands import CommandError, PointUpdate, UpdatePoints, WriteOutcome, check_update
-from cluster.guard import NotActive
 from cluster.changes import Change
+from cluster.commands import (
+    CommandError,
+    PointUpdate,
+    UpdatePoints,
+    WriteOutcome,
+    check_update,
+)
+from cluster.config import Standing
+from cluster.guard import NotActive
 from cluster.node import ClusterNode, RoleEvent
 from cluster.raft import ProposalFailed
+from cluster.state import moved
 
 from .manager import PluginSet
 from .supervisor import follow, keep_running, stop_all
@@ -88,7 +95,7 @@ class PluginHost:
     def _on_role(self, event: RoleEvent) -> None:
         """On the Raft thread: when the role is lost (even for a moment: the fence cut every connection), what the drivers
         of that active period report is not a device's state any more, and they start again."""
-        if event.role != "active":
+        if event.role != Standing.ACTIVE:
             self._epoch += 1
 
     def _current(self, epoch: int) -> bool:
@@ -244,7 +251,7 @@ class PluginHost:
         for reading in readings:
             name = reading.point
             last = points.get(name)
-            if last is not None and last.quality == reading.quality and _within(last.value, reading.value, deadbands.get(name, 0.0)):
+            if last is not None and last.quality == reading.quality and not moved(last.value, reading.value, deadbands.get(name, 0.0)):
                 self._pending.pop(name, None)
                 self._unsent.pop(name, None)
                 continue
@@ -309,8 +316,3 @@ class PluginHost:
         }
 
 
-def _within(old: Any, new: Any, deadband: float) -> bool:
-    """Whether `new` is no real change from `old`: equal, or numbers closer than the deadband."""
-    if type(old) in (int, float) and type(new) in (int, float):
-        return math.isclose(old, new) if deadband == 0 else abs(new - old) < deadband
-    return old == new

@@ -14,7 +14,14 @@ from string import Formatter
 from typing import Annotated, Any, Literal
 
 import aiosmtplib
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from .hookspecs import hookimpl
 from .types import NotifierSpec

@@ -8,8 +8,8 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 
-from cluster.guard import NotActive
 from cluster.changes import Change
+from cluster.guard import NotActive
 from cluster.node import ClusterNode
 
 logger = logging.getLogger(__name__)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeAlias
 
 from cluster.commands import QUALITIES, Scalar
+from cluster.state import moved
 
 logger = logging.getLogger(__name__)
 
@@ -62,14 +63,9 @@ class _Latest(NamedTuple):
 _new_latest = partial(tuple.__new__, _Latest)  # skips NamedTuple's Python-level __new__
 
 
-def moved(latest: _Latest | None, value: Scalar, quality: int, deadband: float) -> bool:
+def records(latest: _Latest | None, value: Scalar, quality: int, deadband: float) -> bool:
     """Whether a change trend records `value`: its first sample, a new quality, or a change beyond the deadband."""
-    if latest is None or latest.quality != quality:
-        return True
-    numbers = (int, float)
-    if type(value) in numbers and type(latest.value) in numbers:
-        return abs(value - latest.value) > deadband or (deadband == 0 and value != latest.value)  # type: ignore[operator]
-    return value != latest.value
+    return latest is None or latest.quality != quality or moved(latest.value, value, deadband)
 
 
 class TrendStore:
@@ -271,7 +267,7 @@ class TrendStore:
         latest, ids = self._latest, self._ids
         for trend, sample_ts, value, quality, deadband in candidates:
             last = latest.get(trend)
-            if deadband is not None and not moved(last, value, quality, deadband):
+            if deadband is not None and not records(last, value, quality, deadband):
                 continue
             if last is None or (seq, sample_ts) >= (last[0], last[1]):
                 latest[trend] = _new_latest((seq, sample_ts, value, quality))

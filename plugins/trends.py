@@ -11,8 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cluster.commands import Step, UpdatePoints
 from cluster.changes import Change
+from cluster.commands import Step, UpdatePoints
 from cluster.state import ProcessImage
 
 from .building import PointName

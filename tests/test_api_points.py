@@ -11,7 +11,7 @@ import urllib.parse
 import pytest
 
 from cluster.cli import call_api
-from cluster.commands import MAX_NAME_LENGTH
+from cluster.names import MAX_NAME_LENGTH
 from cluster.processes import wait_for
 from conftest import module_cluster
 from webmanager.appkeys import MAX_BATCH

@@ -37,7 +37,7 @@ def test_documents_are_normalised_with_driver_defaults():
         (lambda b: b["points"][1].update(start=1), "points[1]: a virtual point (no device) takes no driver keys, got start"),
         (lambda b: b["points"][1].update(deadband=-1), "points[1].deadband: Input should be greater than or equal to 0"),
         (lambda b: b["points"].append({"name": "ahu1.t"}), "points[2].name: 'ahu1.t' repeats points[0]"),
-        (lambda b: b["points"][0].update(name="has space"), "points[0].name: String should match pattern"),
+        (lambda b: b["points"][0].update(name="has space"), "points[0].name: Value error, must not contain whitespace"),
         (lambda b: b.update(alarms=[]), "alarms: no such section; a building has devices, points, notifiers"),
     ],
 )

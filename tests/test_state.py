@@ -32,6 +32,7 @@ from cluster.state import (
     ProcessImage,
     Rejected,
     UnknownCommand,
+    moved,
 )
 
 
@@ -624,3 +625,20 @@ def test_an_entry_holds_at_most_the_bound_of_documents_or_bytes():
         assert sum(len(pickle.dumps(c.body, protocol=5)) for c in command.changes) <= MAX_PART_BYTES or len(command.changes) == 1
     with pytest.raises(CommandError, match=f"at most {MAX_PART_DOCUMENTS}"):
         ApplyDocuments(tuple(points_change(MAX_PART_DOCUMENTS + 1)))
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "deadband", "counts"),
+    [
+        (20.0, 20.5, 0.5, False),  # exactly the deadband: not beyond it (drivers and trends agree)
+        (20.0, 20.51, 0.5, True),
+        (20.0, 19.4, 0.5, True),
+        (20, 20, 0.0, False),
+        (20.0, 20.000001, 0.0, True),  # no deadband: any change counts
+        (True, False, 0.5, True),  # booleans are not numbers here
+        ("auto", "auto", 1.0, False),
+        (None, 0.0, 1.0, True),
+    ],
+)
+def test_the_deadband_rule(old, new, deadband, counts):
+    assert moved(old, new, deadband) is counts

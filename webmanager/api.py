@@ -28,9 +28,18 @@ from plugins.trends import FUNCTION as TRENDS_FUNCTION
 from plugins.trends import find_trend, trend_list
 
 from . import browse, config_api, live, sessions, ui, user_api
+from .appkeys import (
+    MAX_BATCH,
+    MAX_BODY,
+    MAX_BUCKETS,
+    MAX_SAMPLES,
+    NODE,
+    PEER_SESSION,
+    PLUGINS,
+    TRENDS,
+)
 from .auth import authenticate, cross_origin, identity
 from .browse import peer_view, point_json
-from .appkeys import MAX_BATCH, MAX_BODY, MAX_BUCKETS, MAX_SAMPLES, NODE, PEER_SESSION, PLUGINS, TRENDS
 from .metrics import add_metrics
 from .openapi import add_openapi
 from .replies import commit, error, json_body, not_active, query_limit

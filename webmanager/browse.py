@@ -16,8 +16,8 @@ import aiohttp
 from aiohttp import web
 
 from cluster.bulk import sorted_in_runs
-from cluster.commands import MAX_NAME_LENGTH
 from cluster.config import NodeConfig
+from cluster.names import MAX_NAME_LENGTH
 from cluster.node import ClusterNode
 from cluster.state import ProcessImage
 

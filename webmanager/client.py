@@ -14,6 +14,8 @@ from typing import Any
 
 import aiohttp
 
+from cluster.config import Standing
+
 logger = logging.getLogger(__name__)
 
 POLL_FIRST = 0.05  # seconds between role polls while there is no active server, doubling up to POLL_MAX
@@ -162,7 +164,7 @@ class TandemClient:
                 view = await response.json() if response.status == 200 else {}
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
             return None
-        return (view["name"], api) if view.get("role") == "active" else None
+        return (view["name"], api) if view.get("role") == Standing.ACTIVE else None
 
     async def _put(self, api: str, path: str, body: Message) -> tuple[int | None, Message]:
         assert self._session is not None
@@ -213,7 +215,7 @@ class TandemClient:
 
     def _still_active(self, role: Message) -> bool:
         """Note what a role message says about the active server; False if the connected server is not it."""
-        if role["role"] == "active":
+        if role["role"] == Standing.ACTIVE:
             self.active, self._active_api = role["node"], self.connected_to
             return True
         self.active, self._active_api = role.get("active"), self._named(role.get("active_api"))

@@ -12,13 +12,20 @@ from typing import Any
 
 from aiohttp import web
 
+from cluster.bulk import release_later
 from cluster.commands import ApplyDocuments, DiscardStaged, StageDocuments
 from cluster.guard import NotActive
 from cluster.node import ClusterNode
 from cluster.raft import ProposalFailed
-from cluster.bulk import release_later
 from cluster.state import Rejected
-from plugins.building import BuildingError, building_kinds, export, plan, revision, validate_building
+from plugins.building import (
+    BuildingError,
+    building_kinds,
+    export,
+    plan,
+    revision,
+    validate_building,
+)
 
 from .appkeys import MAX_BODY, NDJSON, NODE, PLUGINS
 from .auth import identity

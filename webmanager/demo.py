@@ -25,7 +25,10 @@ START_TIMEOUT = 20.0
 
 def _start_devices() -> list[SimulatorProcess]:
     """The simulated devices of the demo building, with values that wander (ports as in config/demo-building.toml)."""
-    from plugins.simulator import bacnet, modbus  # here, not at the top: `tandem run` must not pay for importing bacpypes3
+    from plugins.simulator import (  # here, not at the top: `tandem run` must not pay for importing bacpypes3
+        bacnet,
+        modbus,
+    )
 
     devices: list[SimulatorProcess] = []
     try:

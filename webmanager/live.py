@@ -38,6 +38,7 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
 from cluster.changes import Change
+from cluster.config import Standing
 from cluster.node import ClusterNode, RoleEvent
 from cluster.state import PointValue, ProcessImage
 from plugins.alarms import FUNCTION as ALARMS
@@ -165,7 +166,7 @@ class LiveFeed:
             self._offer(subscriber, text)
 
     def _role_message(self, role: str) -> str:
-        active = self.node.me if role == "active" else self.node.active_node()
+        active = self.node.me if role == Standing.ACTIVE else self.node.active_node()
         return _encode({
             "type": "role", "node": self.node.name, "role": role,
             "active": active.name if active else None, "active_api": active.api if active else None,

@@ -25,8 +25,8 @@ from plugins.trends import TrendFeed
 
 from .api import create_app
 from .appkeys import PEER_SESSION
-from .trend_fill import fill_trend_gaps
 from .demo import DEMO_CONFIG, run_demo
+from .trend_fill import fill_trend_gaps
 
 logger = logging.getLogger(__name__)
 

@@ -13,13 +13,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
+from cluster.config import Standing
 from cluster.node import ClusterNode, RoleEvent
 
 from .appkeys import LIVE_CLIENTS
 
 logger = logging.getLogger(__name__)
 
-ROLES = ("active", "standby", "witness")
+ROLES = tuple(standing.value for standing in Standing)
 REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)
 
 

@@ -8,7 +8,8 @@ from typing import Any
 from aiohttp import web
 from pydantic import create_model
 
-from cluster.commands import MAX_NAME_LENGTH, QUALITIES
+from cluster.commands import QUALITIES
+from cluster.names import MAX_NAME_LENGTH, NAME_SCHEMA
 from plugins.building import Building, Name
 from plugins.manager import PluginSet
 
@@ -41,8 +42,8 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
-POINT_NAME = _param("name", "path", {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH}, "The point's name.", example="ahu1.temp")
-ALARM_NAME = _param("name", "path", {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH}, "The alarm's name.", example="ahu1.temp.high")
+POINT_NAME = _param("name", "path", NAME_SCHEMA, "The point's name.", example="ahu1.temp")
+ALARM_NAME = _param("name", "path", NAME_SCHEMA, "The alarm's name.", example="ahu1.temp.high")
 TREND_NAME = _param("name", "path", {"type": "string", "minLength": 1}, "A trend's name, or a point with exactly one trend.", example="ahu1.temp")
 JOURNAL = [
     _param("after", "query", INT64, "Entries after this sequence number (default 0)."),
@@ -51,7 +52,7 @@ JOURNAL = [
 KINDS = _param(
     "kinds", "query", {"type": "string"}, "Only these sections, comma-separated: the others are not sent and not changed.", example="logic"
 )
-USER_NAME = _param("name", "path", {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH, "pattern": r"^[^\s]+$"}, "The user's name.", example="alice")
+USER_NAME = _param("name", "path", NAME_SCHEMA, "The user's name.", example="alice")
 # status -> (components/responses name, description); 401 and 403 are in every authenticated operation
 ERRORS = {
     400: ("BadRequest", "The request is invalid; `error` says why (and `field` or `problems` where, when it can)."),
@@ -259,7 +260,7 @@ BODIES: dict[str, dict[str, Any]] = {
     "PointUpdate": {
         "type": "object",
         "properties": {
-            "name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH, "pattern": r"^[^\s]+$"},
+            "name": NAME_SCHEMA,
             "value": SCALAR,
             "quality": {"type": "string", "enum": list(QUALITIES), "default": "good"},
             "ts": {"type": "number", "description": "Seconds since the epoch (default: when the server received it)."},
@@ -287,13 +288,7 @@ BODIES: dict[str, dict[str, Any]] = {
     "AlarmAction": {
         "type": "object",
         "properties": {
-            "user": {
-                "type": "string",
-                "minLength": 1,
-                "maxLength": MAX_NAME_LENGTH,
-                "pattern": r"^[^\s]+$",
-                "description": "Who acts: the caller (default); only the cluster token may name someone else.",
-            },
+            "user": {**NAME_SCHEMA, "description": "Who acts: the caller (default); only the cluster token may name someone else."},
             "comment": {"type": "string", "maxLength": 1000},
             "minutes": {"type": "number", "exclusiveMinimum": 0, "maximum": 60 * 24 * 30, "description": "Shelve for this long."},
         },
