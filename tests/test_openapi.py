@@ -10,6 +10,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 from aiohttp import web
+from pydantic import ValidationError
 
 from cluster.config import load_config
 from cluster.node import ClusterNode
@@ -19,7 +20,7 @@ from plugins.manager import load_plugins
 from plugins.trend_store import TrendStore
 from webmanager.api import create_app
 from webmanager.appkeys import NODE
-from webmanager import ui
+from webmanager import bodies, ui
 from webmanager.openapi import OPERATIONS, PATH, document
 
 DEMO_BUILDING = Path(__file__).resolve().parents[1] / "config" / "demo-building.toml"
@@ -102,7 +103,20 @@ def test_building_schema_comes_from_the_models_and_takes_the_demo_building(apps)
         ("AlarmAction", {"minutes": 0}, False),
         ("Transfer", {"to": "backup", "timeout": 5}, True),
         ("Transfer", {"timeout": 5}, False),
+        ("UserChange", {"role": "operator"}, True),
+        ("UserChange", {"role": "boss"}, False),
+        ("UserChange", {}, False),
+        ("UserChange", {"password": "short"}, False),
+        ("Login", {"user": "alice", "password": "x" * 1025}, False),
     ],
 )
-def test_body_schemas(apps, schema, body, valid):
+def test_body_schemas_and_the_handlers_models_agree(apps, schema, body, valid):
+    """The document's schema is generated from the model the handler reads the body with: both take the same bodies."""
     assert _validator(document(apps["main"]), schema).is_valid(body) is valid
+    model = getattr(bodies, schema)
+    try:
+        model.model_validate(body)
+    except ValidationError:
+        assert not valid
+    else:
+        assert valid

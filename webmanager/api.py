@@ -29,7 +29,6 @@ from plugins.trends import find_trend, trend_list
 
 from . import browse, config_api, live, sessions, ui, user_api
 from .appkeys import (
-    MAX_BATCH,
     MAX_BODY,
     MAX_BUCKETS,
     MAX_SAMPLES,
@@ -42,7 +41,8 @@ from .auth import authenticate, cross_origin, identity
 from .browse import peer_view, point_json
 from .metrics import add_metrics
 from .openapi import add_openapi
-from .replies import commit, error, json_body, not_active, query_limit
+from .bodies import AlarmAction, PointBatch, PointWrite, Transfer, read_body
+from .replies import commit, error, not_active, query_limit
 
 logger = logging.getLogger(__name__)
 
@@ -87,13 +87,11 @@ async def get_point(request: web.Request) -> web.Response:
 async def put_point(request: web.Request) -> web.Response:
     node = request.app[NODE]
     name = request.match_info["name"]
-    body = await json_body(request, '{"value": 21.5}')
+    body = await read_body(request, PointWrite, '{"value": 21.5}')
     if isinstance(body, web.Response):
         return body
-    if not isinstance(body, dict) or set(body) != {"value"}:
-        return error(400, "body must be an object with exactly one key, 'value'")
     try:
-        command = WritePoint(name=name, value=body["value"], user=identity(request).name, ts=time.time())
+        command = WritePoint(name=name, value=body.value, user=identity(request).name, ts=time.time())
     except CommandError as exc:
         return error(400, str(exc))
     result = await commit(node, command)
@@ -102,37 +100,18 @@ async def put_point(request: web.Request) -> web.Response:
     if result is None:  # a virtual point: set at once
         return web.json_response(point_json(name, node.image.points[name]))
     # a device point: committed as desired state; the active drives the device and records the read-back
-    return web.json_response({"name": name, "value": body["value"], "pending": True, "seq": result}, status=202)
-
-
-def _point_updates(body: Any, ts: float, source: str) -> UpdatePoints:
-    """Validate a batch body {"updates": [{"name", "value", "quality"?, "ts"?}, ...]}."""
-    if not isinstance(body, dict) or set(body) != {"updates"} or not isinstance(body["updates"], list):
-        raise CommandError("body", 'must be an object with one key, "updates", holding a list')
-    items = body["updates"]
-    if not 0 < len(items) <= MAX_BATCH:
-        raise CommandError("updates", f"must hold 1 to {MAX_BATCH} updates, got {len(items)}")
-    updates = []
-    for index, item in enumerate(items):
-        if not isinstance(item, dict) or "name" not in item or "value" not in item or not set(item) <= _UPDATE_KEYS:
-            raise CommandError(f"updates[{index}]", 'must be an object with "name" and "value" (optional "quality", "ts")')
-        stamp = item.get("ts", ts)
-        stamp = float(stamp) if type(stamp) is int else stamp  # JSON writes 1700000000.0 as 1700000000
-        updates.append(PointUpdate(item["name"], item["value"], item.get("quality", "good"), stamp, source))
-    return UpdatePoints(tuple(updates))
-
-
-_UPDATE_KEYS = frozenset({"name", "value", "quality", "ts"})
+    return web.json_response({"name": name, "value": body.value, "pending": True, "seq": result}, status=202)
 
 
 async def post_points(request: web.Request) -> web.Response:
     """Report a batch of field values (gateways, integrations): one log entry, quality "good" unless given."""
     node = request.app[NODE]
-    body = await json_body(request, '{"updates": [{"name": "ahu1.temp", "value": 21.5}]}')
+    body = await read_body(request, PointBatch, '{"updates": [{"name": "ahu1.temp", "value": 21.5}]}')
     if isinstance(body, web.Response):
         return body
+    now = time.time()
     try:
-        command = _point_updates(body, time.time(), "api")
+        command = UpdatePoints(tuple(PointUpdate(u.name, u.value, u.quality, now if u.ts is None else u.ts, "api") for u in body.updates))
     except CommandError as exc:
         return error(400, str(exc), field=exc.field)
     result = await commit(node, command)
@@ -183,19 +162,13 @@ async def get_audit(request: web.Request) -> web.Response:
 async def alarm_action(request: web.Request) -> web.Response:
     """Acknowledge, shelve ({"minutes": ...}) or unshelve an alarm, with an optional comment."""
     node = request.app[NODE]
-    body = await json_body(request, '{"user": "alice", "comment": "checked on site", "minutes": 60}')
+    body = await read_body(request, AlarmAction, '{"user": "alice", "comment": "checked on site", "minutes": 60}')
     if isinstance(body, web.Response):
         return body
-    if not isinstance(body, dict) or not set(body) <= {"user", "comment", "minutes"}:
-        return error(400, "body must be an object with optional 'user', 'comment' and (to shelve) 'minutes'")
     caller = identity(request)
-    user, comment, minutes = body.get("user", caller.name), body.get("comment", ""), body.get("minutes")
+    user, comment, minutes = body.user or caller.name, body.comment, body.minutes
     if user != caller.name and caller.via != "cluster":
         return error(403, f"'user' must be you ({caller.name}); only the cluster token acts for others")
-    if not isinstance(comment, str) or len(comment) > 1000:
-        return error(400, "'comment' must be a string of at most 1000 characters")
-    if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not 0 < minutes <= 60 * 24 * 30):
-        return error(400, "'minutes' must be a number from 0 to 43200 (30 days)")
     if not node.is_active():
         return not_active(node)
     until = time.time() + minutes * 60 if minutes is not None else None
@@ -313,18 +286,13 @@ async def get_logic_journal(request: web.Request) -> web.Response:
 
 async def transfer(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    body = await json_body(request, '{"to": "backup"}')
+    body = await read_body(request, Transfer, '{"to": "backup"}')
     if isinstance(body, web.Response):
         return body
-    if not isinstance(body, dict) or not isinstance(body.get("to"), str):
-        return error(400, "body must be an object with a string 'to' naming the target node")
-    timeout = body.get("timeout")
-    if timeout is not None and (not isinstance(timeout, (int, float)) or not 0 < timeout <= 60):
-        return error(400, "'timeout' must be a number of seconds from 0 to 60")
-    if body["to"] not in {n.name for n in node.config.cluster.nodes}:
-        return error(400, f"no node named {body['to']!r}")
+    if body.to not in {n.name for n in node.config.cluster.nodes}:
+        return error(400, f"no node named {body.to!r}")
     try:
-        future = node.request_transfer(body["to"], timeout)
+        future = node.request_transfer(body.to, body.timeout)
         result = await asyncio.wrap_future(future)
     except TransferFailed as exc:
         status = 409 if "not the active" in str(exc) else 422

@@ -6,25 +6,24 @@ import logging
 from typing import Any
 
 from aiohttp import web
-from pydantic import create_model
+from pydantic import BaseModel, create_model
+from pydantic.json_schema import models_json_schema
 
-from cluster.commands import QUALITIES
 from cluster.names import MAX_NAME_LENGTH, NAME_SCHEMA
 from plugins.building import Building, Name
 from plugins.manager import PluginSet
 
-from . import ui
-from .appkeys import MAX_BATCH, MAX_BUCKETS, MAX_SAMPLES, NDJSON, PLUGINS
+from . import bodies, ui
+from .appkeys import MAX_BUCKETS, MAX_SAMPLES, NDJSON, PLUGINS
 from .auth import required_role
 from .sessions import CSRF_HEADER, SESSION_COOKIE
-from .users import MAX_PASSWORD, MIN_PASSWORD, Role
+from .users import Role
 
 logger = logging.getLogger(__name__)
 
 PATH = "/api/v1/openapi.json"
 DOCUMENT = web.AppKey("openapi_document", dict)
 SCHEMAS = "#/components/schemas/"
-SCALAR = {"type": ["boolean", "integer", "number", "string", "null"]}
 INT64 = {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}
 JSON_OBJECT = {"application/json": {"schema": {"type": "object"}}}
 
@@ -68,7 +67,7 @@ ERRORS = {
 }
 
 
-def _op(summary: str, tag: str, ok: dict[str, Any], errors: tuple[int, ...] = (), params: list[dict[str, Any]] | None = None, body: str | None = None) -> dict[str, Any]:
+def _op(summary: str, tag: str, ok: dict[str, Any], errors: tuple[int, ...] = (), params: list[dict[str, Any]] | None = None, body: type[BaseModel] | str | None = None) -> dict[str, Any]:
     """One operation: `ok` maps success status -> response; `errors` are the error statuses it answers besides 401 and 403
     (which document() adds to authenticated operations)."""
     responses = {str(status): response for status, response in ok.items()}
@@ -77,7 +76,7 @@ def _op(summary: str, tag: str, ok: dict[str, Any], errors: tuple[int, ...] = ()
     if params:
         operation["parameters"] = params
     if body:
-        operation["requestBody"] = {"required": True, "content": _json(_ref(body))}
+        operation["requestBody"] = {"required": True, "content": _json(_ref(body if isinstance(body, str) else body.__name__))}
     return operation
 
 
@@ -105,14 +104,14 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         {200: _ok("Every node with role, lag and problems; `activations`: the failover history, newest first, each with the gap its new active measured.")},
     ),
     ("POST", "/api/v1/cluster/transfer"): _op(
-        "Hand the active role to another server", "cluster", {200: _ok("The transfer's result: from, to, term.")}, (400, 409, 422), body="Transfer"
+        "Hand the active role to another server", "cluster", {200: _ok("The transfer's result: from, to, term.")}, (400, 409, 422), body=bodies.Transfer
     ),
     ("GET", "/metrics"): _op(
         "Metrics in the Prometheus text format", "cluster", {200: _ok("Role, term, commit and apply counters, lag, devices.", {"text/plain": {"schema": {"type": "string"}}})}
     ),
     ("GET", PATH): _op("This document", "cluster", {200: _ok("The OpenAPI 3.1 document of this node's API.")}),
     ("POST", "/api/v1/points"): _op(
-        "Report a batch of field values (one log entry)", "points", {200: _ok("`accepted`: how many updates.")}, (400, 409, 503), body="PointBatch"
+        "Report a batch of field values (one log entry)", "points", {200: _ok("`accepted`: how many updates.")}, (400, 409, 503), body=bodies.PointBatch
     ),
     ("GET", "/api/v1/points"): _op(
         "One page of the points, sorted by name, with value, quality, time stamp, pending write, device and whether writable",
@@ -141,17 +140,17 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/api/v1/points/{name}"): _op(
         "A point's value, quality, time stamp and pending write",
         "points",
-        {200: _ok("The point.", _json(_ref("Point")))},
+        {200: _ok("The point.", _json(_ref(bodies.Point.__name__)))},
         (404, 409, 503),
         [POINT_NAME, _param("consistent", "query", {"type": "boolean"}, "Read on the active only, after it applied every committed entry.")],
     ),
     ("PUT", "/api/v1/points/{name}"): _op(
         "Write a point (an operator write, committed first)",
         "points",
-        {200: _ok("A virtual point: its new value.", _json(_ref("Point"))), 202: _ok("A device point: committed as desired state (`seq`).")},
+        {200: _ok("A virtual point: its new value.", _json(_ref(bodies.Point.__name__))), 202: _ok("A device point: committed as desired state (`seq`).")},
         (400, 409, 503),
         [POINT_NAME],
-        "PointWrite",
+        bodies.PointWrite,
     ),
     ("GET", "/api/v1/live"): _op(
         "The live feed: a WebSocket of point values, alarm states and role changes (frames: webmanager/live.py)",
@@ -172,7 +171,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "users",
         {200: _ok("`user`, `role`, `csrf`, `session` (the session as a bearer token, for the other servers after a failover), `expires_in` (seconds).")},
         (400, 401, 429),
-        body="Login",
+        body=bodies.Login,
     ),
     ("POST", "/api/v1/logout"): _op("Log out: clears this browser's session cookies", "users", {200: _ok("`logged_out`.")}),
     ("GET", "/api/v1/me"): _op("Who is calling: user, role and how authenticated", "users", {200: _ok("`user`, `role`, `via` (cluster, token, session, session-token).")}),
@@ -183,7 +182,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         {200: _ok("The user, changed."), 201: _ok("The user, created.")},
         (400, 409, 503),
         [USER_NAME],
-        "UserChange",
+        bodies.UserChange,
     ),
     ("DELETE", "/api/v1/users/{name}"): _op("Delete a user (its sessions and tokens stop working)", "users", {200: _ok("`deleted`.")}, (404, 409, 503), [USER_NAME]),
     ("POST", "/api/v1/users/{name}/tokens"): _op(
@@ -221,7 +220,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         {200: _ok("The alarm after the action.")},
         (400, 404, 409, 503),
         [ALARM_NAME, _param("action", "path", {"type": "string", "enum": ["ack", "shelve", "unshelve"]}, "What to do.")],
-        "AlarmAction",
+        bodies.AlarmAction,
     ),
     ("GET", "/api/v1/logic"): _op("Logic rules and their state", "logic", {200: _ok("`rules`.")}),
     ("GET", "/api/v1/logic/journal"): _journal("logic"),
@@ -255,81 +254,10 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ),
 }
 
-BODIES: dict[str, dict[str, Any]] = {
-    "PointWrite": {"type": "object", "properties": {"value": SCALAR}, "required": ["value"], "additionalProperties": False},
-    "PointUpdate": {
-        "type": "object",
-        "properties": {
-            "name": NAME_SCHEMA,
-            "value": SCALAR,
-            "quality": {"type": "string", "enum": list(QUALITIES), "default": "good"},
-            "ts": {"type": "number", "description": "Seconds since the epoch (default: when the server received it)."},
-        },
-        "required": ["name", "value"],
-        "additionalProperties": False,
-    },
-    "PointBatch": {
-        "type": "object",
-        "properties": {"updates": {"type": "array", "items": _ref("PointUpdate"), "minItems": 1, "maxItems": MAX_BATCH}},
-        "required": ["updates"],
-        "additionalProperties": False,
-    },
-    "Point": {
-        "type": "object",
-        "properties": {
-            "name": {"type": "string"},
-            "value": SCALAR,
-            "quality": {"type": "string", "enum": list(QUALITIES)},
-            "timestamp": {"type": "number"},
-            "source": {"type": "string"},
-            "desired": {"type": ["object", "null"], "description": "The operator write still being driven to the device."},
-        },
-    },
-    "AlarmAction": {
-        "type": "object",
-        "properties": {
-            "user": {**NAME_SCHEMA, "description": "Who acts: the caller (default); only the cluster token may name someone else."},
-            "comment": {"type": "string", "maxLength": 1000},
-            "minutes": {"type": "number", "exclusiveMinimum": 0, "maximum": 60 * 24 * 30, "description": "Shelve for this long."},
-        },
-        "additionalProperties": False,
-    },
-    "Transfer": {
-        "type": "object",
-        "properties": {
-            "to": {"type": "string", "description": "The server to hand the active role to.", "examples": ["backup"]},
-            "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 60, "description": "Seconds to wait (default: the cluster's)."},
-        },
-        "required": ["to"],
-    },
-    "Login": {
-        "type": "object",
-        "properties": {"user": {"type": "string"}, "password": {"type": "string", "maxLength": MAX_PASSWORD}},
-        "required": ["user", "password"],
-        "additionalProperties": False,
-    },
-    "UserChange": {
-        "type": "object",
-        "properties": {
-            "role": {"type": "string", "enum": list(Role.__members__)},
-            "password": {"type": "string", "minLength": MIN_PASSWORD, "maxLength": MAX_PASSWORD, "writeOnly": True},
-        },
-        "minProperties": 1,
-        "additionalProperties": False,
-    },
-    "Error": {
-        "type": "object",
-        "properties": {
-            "error": {"type": "string"},
-            "field": {"type": "string"},
-            "problems": {"type": "array", "items": {"type": "string"}},
-            "active": {"type": ["string", "null"]},
-            "active_api": {"type": ["string", "null"]},
-            "role": {"type": "string", "description": "On 403: the role needed."},
-        },
-        "required": ["error"],
-    },
-}
+def _body_schemas() -> dict[str, Any]:
+    """The request and response bodies' JSON schemas, generated from their pydantic models."""
+    _, schema = models_json_schema([(model, "validation") for model in bodies.MODELS], ref_template=SCHEMAS + "{model}")
+    return schema["$defs"]
 
 
 def _building_schemas(plugins: PluginSet) -> dict[str, Any]:
@@ -368,8 +296,8 @@ def document(app: web.Application) -> dict[str, Any]:
         "info": {"title": "Tandem node API", "version": "1", "description": "A Tandem BMS server's (or the witness's) HTTP API."},
         "paths": paths,
         "components": {
-            "schemas": {**BODIES, **_building_schemas(app[PLUGINS])},
-            "responses": {name: {"description": text, "content": _json(_ref("Error"))} for name, text in ERRORS.values()},
+            "schemas": {**_body_schemas(), **_building_schemas(app[PLUGINS])},
+            "responses": {name: {"description": text, "content": _json(_ref(bodies.Error.__name__))} for name, text in ERRORS.values()},
             "securitySchemes": {
                 "bearerAuth": {"type": "http", "scheme": "bearer"},  # the cluster token (role admin) or a user's API token
                 "cookieAuth": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE, "description": f"After POST /api/v1/login; state changes also need {CSRF_HEADER}."},

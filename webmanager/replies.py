@@ -1,4 +1,4 @@
-"""Helpers the API's handlers share: JSON error answers, reading a JSON body, committing a command through the log."""
+"""Helpers the API's handlers share: JSON error answers, a listing's limit, committing a command through the log."""
 
 from __future__ import annotations
 
@@ -38,14 +38,6 @@ def query_limit(request: web.Request) -> int | web.Response:
     if not 0 < limit <= 10_000:
         return error(400, "'limit' must be 1 to 10000")
     return limit
-
-
-async def json_body(request: web.Request, example: str) -> Any:
-    """The request's JSON body, or a 400 response that shows an `example` of what is expected."""
-    try:
-        return await request.json()
-    except (ValueError, LookupError):  # not JSON, not UTF-8 (UnicodeDecodeError), or an unknown charset
-        return error(400, f"body must be JSON like {example}")
 
 
 async def commit(node: ClusterNode, command: Any, rejected: str = "{reason}") -> Any:

@@ -33,7 +33,8 @@ from cluster.state import ProcessImage
 from . import users
 from .appkeys import NODE
 from .ratelimit import LoginLimiter
-from .replies import error, json_body
+from .bodies import Login, read_body
+from .replies import error
 
 logger = logging.getLogger(__name__)
 
@@ -103,12 +104,10 @@ def csrf_valid(request: web.Request, key: bytes) -> bool:
 
 async def login(request: web.Request) -> web.Response:
     """Check a user's password and set the session and CSRF cookies; failures count towards a lock-out (429)."""
-    body = await json_body(request, '{"user": "alice", "password": "..."}')
+    body = await read_body(request, Login, '{"user": "alice", "password": "..."}')
     if isinstance(body, web.Response):
         return body
-    if not isinstance(body, dict) or set(body) != {"user", "password"} or not all(isinstance(body[key], str) for key in body):
-        return error(400, "body must be an object with the strings 'user' and 'password'")
-    name, password = body["user"], body["password"]
+    name, password = body.user, body.password
     limiter, node = request.app[LIMITER], request.app[NODE]
     keys = (f"user:{name}", f"addr:{request.remote}")
     wait = limiter.retry_after(keys)
@@ -116,7 +115,7 @@ async def login(request: web.Request) -> web.Response:
         return web.json_response({"error": f"too many failed logins: try again in {math.ceil(wait)} s"}, status=429,
                                  headers={"Retry-After": str(math.ceil(wait))})
     user = users.find(node.image, name)
-    if len(password) > users.MAX_PASSWORD or not await hashing(request.app, users.verify_password, user, password):
+    if not await hashing(request.app, users.verify_password, user, password):
         limiter.failed(keys)
         logger.info("failed login for user %r from %s", name, request.remote)
         return error(401, "wrong user name or password")

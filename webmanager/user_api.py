@@ -16,7 +16,8 @@ from cluster.raft import ProposalFailed
 from . import users
 from .appkeys import NODE
 from .auth import CLUSTER_USER, identity
-from .replies import commit, error, json_body, not_active
+from .bodies import UserChange, read_body
+from .replies import commit, error, not_active
 from .sessions import CSRF_COOKIE, hashing
 
 logger = logging.getLogger(__name__)
@@ -46,18 +47,13 @@ def _user_json(node: ClusterNode, name: str) -> dict[str, Any]:
 async def put_user(request: web.Request) -> web.Response:
     """Create a user (role required, password optional: without one it can use API tokens only) or change role/password."""
     node, name = request.app[NODE], request.match_info["name"]
-    body = await json_body(request, '{"role": "operator", "password": "..."}')
+    body = await read_body(request, UserChange, '{"role": "operator", "password": "..."}')
     if isinstance(body, web.Response):
         return body
-    if not isinstance(body, dict) or not body or not set(body) <= {"role", "password"}:
-        return error(400, "body must be an object with 'role' and/or 'password'")
     if name in RESERVED_NAMES:
         return error(400, f"{name!r} is reserved for the system's own identities")
-    try:
-        role = users.role_named(body["role"]) if "role" in body else None
-        password = users.check_password(body["password"]) if "password" in body else None
-    except ValueError as exc:
-        return error(400, str(exc))
+    role = users.Role[body.role] if body.role is not None else None
+    password = body.password
     if not node.is_active():
         return not_active(node)
     hashed = await hashing(request.app, users.hash_password, password) if password is not None else None

@@ -54,19 +54,6 @@ class User(NamedTuple):
     version: int
 
 
-def role_named(text: object) -> Role:
-    """The role called `text`; ValueError naming the roles otherwise."""
-    if isinstance(text, str) and text in Role.__members__:
-        return Role[text]
-    raise ValueError(f"role must be one of {', '.join(Role.__members__)}, got {text!r}")
-
-
-def check_password(password: object) -> str:
-    if not isinstance(password, str) or not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
-        raise ValueError(f"password must be a string of {MIN_PASSWORD} to {MAX_PASSWORD} characters")
-    return password
-
-
 def find(image: ProcessImage, name: str) -> User | None:
     document = image.documents.get(KIND, {}).get(name)
     if document is None:
