@@ -18,9 +18,9 @@ from cluster.processes import write_config
 from plugins.building import validate_building
 from plugins.manager import load_plugins
 from plugins.trend_store import TrendStore
+from webmanager import bodies, ui
 from webmanager.api import create_app
 from webmanager.appkeys import NODE
-from webmanager import bodies, ui
 from webmanager.openapi import OPERATIONS, PATH, document
 
 DEMO_BUILDING = Path(__file__).resolve().parents[1] / "config" / "demo-building.toml"

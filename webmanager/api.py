@@ -38,10 +38,10 @@ from .appkeys import (
     TRENDS,
 )
 from .auth import authenticate, cross_origin, identity
+from .bodies import AlarmAction, PointBatch, PointWrite, Transfer, read_body
 from .browse import peer_view, point_json
 from .metrics import add_metrics
 from .openapi import add_openapi
-from .bodies import AlarmAction, PointBatch, PointWrite, Transfer, read_body
 from .replies import commit, error, not_active, query_limit
 
 logger = logging.getLogger(__name__)

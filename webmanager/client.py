@@ -1,4 +1,4 @@
-"""TandemClient: a Python client for visualization apps that follows the active Tandem server by itself (aiohttp only)."""
+"""TandemClient: the one client that follows the active Tandem server by itself (aiohttp), for visualization apps and the CLI."""
 
 from __future__ import annotations
 
@@ -33,6 +33,13 @@ class TandemError(Exception):
         self.status = status
 
 
+class Unreachable(TandemError):
+    """No server of the cluster answered at all until the deadline."""
+
+
+SAFE_TO_REPEAT = frozenset({"GET", "HEAD", "PUT", "DELETE"})  # idempotent: may be sent again after an unsure outcome
+
+
 class TandemClient:
     """A live-feed subscription and point writes that follow the active server across failovers:
 
@@ -51,6 +58,8 @@ class TandemClient:
     trust store). `token` is the API's bearer token. Messages go to `on_message` (a function or coroutine function) if
     given, else to `updates()`, which holds at most `buffer` of them: a reader that falls behind stops the client
     reading, and the server drops it, so it reconnects with a fresh snapshot. `heartbeat` seconds between pings detects a server that vanished without closing the connection.
+    `request_timeout` bounds each request to one server. With `live=False` there is no live feed: only `request()`,
+    `write()` and `find_active()` (what the `tandem` CLI uses).
     """
 
     def __init__(
@@ -63,6 +72,7 @@ class TandemClient:
         heartbeat: float = 1.0,
         request_timeout: float = 1.0,
         ssl: ssl_module.SSLContext | bool = True,
+        live: bool = True,
     ) -> None:
         if not servers:
             raise ValueError("name at least one server (host:port)")
@@ -80,16 +90,19 @@ class TandemClient:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._session: aiohttp.ClientSession | None = None
         self._runner: asyncio.Task | None = None
+        self._live = live
 
     async def __aenter__(self) -> TandemClient:
         self._session = aiohttp.ClientSession(headers=self._headers, connector=aiohttp.TCPConnector(ssl=self._ssl))
-        self._runner = asyncio.create_task(self._run(), name="tandem live feed")
+        if self._live:
+            self._runner = asyncio.create_task(self._run(), name="tandem live feed")
         return self
 
     async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
-        assert self._runner is not None and self._session is not None
-        self._runner.cancel()
-        await asyncio.gather(self._runner, return_exceptions=True)
+        assert self._session is not None
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
         await self._session.close()
 
     # ---- the public API ----
@@ -111,22 +124,39 @@ class TandemClient:
     async def write(self, point: str, value: Any, timeout: float = 10.0) -> Message:
         """Write a point through the active server, retrying while the active role moves; returns the API's answer
         (the point, or {"pending": true, ...} for a device point). TandemError if refused or no active in time."""
+        status, answer = await self.request("PUT", f"/api/v1/points/{urllib.parse.quote(point, safe='')}", {"value": value}, timeout=timeout)
+        if status not in (200, 202):
+            raise TandemError(answer.get("error", f"HTTP {status}"), status)
+        return answer
+
+    async def request(self, method: str, path: str, body: Any = None, *, timeout: float = 10.0) -> tuple[int, Any]:
+        """Send a request to the active server and return its (status, answer: JSON, or text for CSV). While the active
+        role moves it is sent again, elsewhere, but only where that cannot do it twice: after a 409 that names another
+        active (refused before anything was done) and, for idempotent methods (SAFE_TO_REPEAT), after a 503 (not
+        committed, or outcome unknown) or no answer. TandemError (Unreachable if no server answered) at the deadline."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        path = f"/api/v1/points/{urllib.parse.quote(point, safe='')}"
         delay = POLL_FIRST
         while True:
             api = self._active_api or await self._find_active(deadline)
-            status, answer = await self._put(api, path, {"value": value})
-            if status in (200, 202):
-                return answer
-            if status is not None and not (status == 409 and "active" in answer) and status != 503:
-                raise TandemError(answer.get("error", f"HTTP {status}"), status)
-            self._active_api = self._named(answer.get("active_api")) if status == 409 else None  # not (or no longer) the active
+            status, answer = await self._send(api, method, path, body)
+            redirected = status == 409 and isinstance(answer, dict) and "active" in answer
+            unsure = status is None or status == 503
+            if not redirected and not (unsure and method in SAFE_TO_REPEAT):
+                if status is None:
+                    raise TandemError(f"the active server {self.active} ({api}) did not answer")
+                return status, answer
+            self._active_api = self._named(answer.get("active_api")) if redirected else None  # not (or no longer) the active
             if loop.time() + delay > deadline:
-                raise TandemError(f"no active server accepted the write within {timeout} s", status)
+                raise TandemError(f"no active server took the request within {timeout} s", status)
             await asyncio.sleep(delay)
             delay = min(2 * delay, POLL_MAX)
+
+    async def find_active(self, timeout: float) -> tuple[str, str]:
+        """(name, address) of the active server, asking every server until one says it is (TandemError after `timeout`)."""
+        api = await self._find_active(asyncio.get_running_loop().time() + timeout)
+        assert self.active is not None
+        return self.active, api
 
     # ---- finding the active server ----
 
@@ -135,42 +165,50 @@ class TandemClient:
         loop = asyncio.get_running_loop()
         delay = POLL_FIRST
         while True:
-            found = await self._poll()
+            found, answered = await self._poll()
             if found is not None:
                 self.active, self._active_api = found
                 return found[1]
             if deadline is not None and loop.time() + delay > deadline:
-                raise TandemError("no active server found in time")
+                raise TandemError("there is no active server right now") if answered else Unreachable("no server of the cluster answered")
             await asyncio.sleep(delay)
             delay = min(2 * delay, POLL_MAX)
 
-    async def _poll(self) -> tuple[str, str] | None:
-        """(name, address) of the first server that answers it is active, asking all at once; None if none does."""
+    async def _poll(self) -> tuple[tuple[str, str] | None, bool]:
+        """(name, address) of the first server that answers it is active, asking all at once, or None if none does; and
+        whether any server answered at all."""
         tasks = [asyncio.create_task(self._role(api)) for api in self.servers]
+        answered = False
         try:
             for answer in asyncio.as_completed(tasks):
-                found = await answer
+                role, found = await answer
+                answered = answered or role is not None
                 if found is not None:
-                    return found
-            return None
+                    return found, True
+            return None, answered
         finally:
             for task in tasks:
                 task.cancel()
 
-    async def _role(self, api: str) -> tuple[str, str] | None:
+    async def _role(self, api: str) -> tuple[str | None, tuple[str, str] | None]:
+        """The role a server says it has (None: no answer), and its (name, address) if that is the active role."""
         assert self._session is not None
         try:
             async with self._session.get(f"{_url(api)}/api/v1/node", timeout=self._timeout) as response:
                 view = await response.json() if response.status == 200 else {}
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
-            return None
-        return (view["name"], api) if view.get("role") == Standing.ACTIVE else None
+            return None, None
+        role = view.get("role", "")
+        return role, ((view["name"], api) if role == Standing.ACTIVE else None)
 
-    async def _put(self, api: str, path: str, body: Message) -> tuple[int | None, Message]:
+    async def _send(self, api: str, method: str, path: str, body: Any) -> tuple[int | None, Any]:
+        """One request; (None, {}) when the server did not answer."""
         assert self._session is not None
         try:
-            async with self._session.put(f"{_url(api)}{path}", json=body, timeout=self._timeout) as response:
-                return response.status, await response.json()
+            async with self._session.request(method, f"{_url(api)}{path}", json=body, timeout=self._timeout) as response:
+                if response.content_type == "text/csv":
+                    return response.status, await response.text()
+                return response.status, await response.json(content_type=None)
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
             return None, {}
 

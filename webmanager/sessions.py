@@ -32,8 +32,8 @@ from cluster.state import ProcessImage
 
 from . import users
 from .appkeys import NODE
-from .ratelimit import LoginLimiter
 from .bodies import Login, read_body
+from .ratelimit import LoginLimiter
 from .replies import error
 
 logger = logging.getLogger(__name__)
