@@ -7,10 +7,21 @@ import asyncio
 import math
 import time
 
-from harness import apply_building, cpu_seconds, paced_updates, parser, point_names, report, running_cluster, summary, view
+from harness import (
+    apply_building,
+    cpu_seconds,
+    paced_updates,
+    parser,
+    point_names,
+    report,
+    running_cluster,
+    summary,
+    view,
+)
 
-from cluster.processes import LocalCluster, free_ports, wait_for
 from plugins.simulator.modbus import DeviceProcess
+from plugins.simulator.process import free_ports
+from webmanager.tools.launcher import LocalCluster, wait_for
 
 POINTS = 5_000  # two alarms (high and low) each: 10,000 definitions
 RATE, BATCH = 5_000.0, 50  # http: updates/s and updates per POST

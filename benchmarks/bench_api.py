@@ -8,7 +8,7 @@ import time
 import aiohttp
 from harness import load_points, parser, per_second, point_names, report, running_cluster, summary
 
-from cluster.processes import LocalCluster
+from webmanager.tools.launcher import LocalCluster
 
 CONNECTIONS = 8  # concurrent keep-alive clients
 SECONDS = 10.0

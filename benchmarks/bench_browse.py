@@ -6,9 +6,20 @@ import random
 import time
 import urllib.parse
 
-from harness import BATCH, Poster, millis, parser, point_names, report, running_cluster, summary, updates_body, view
+from harness import (
+    BATCH,
+    Poster,
+    millis,
+    parser,
+    point_names,
+    report,
+    running_cluster,
+    summary,
+    updates_body,
+    view,
+)
 
-from cluster.processes import LocalCluster, wait_for
+from webmanager.tools.launcher import LocalCluster, wait_for
 
 POINTS = 250_000
 PAGE = 200  # what the Web Manager's Points page asks for

@@ -8,9 +8,9 @@ import time
 from bench_field import apply
 from harness import cpu_shares, parser, report, running_cluster, summary, view
 
-from cluster.cli import call_api
-from cluster.processes import LocalCluster, wait_for
 from plugins.simulator.modbus_recorder import RecorderProcess
+from webmanager.tools.cli import call_api
+from webmanager.tools.launcher import LocalCluster, wait_for
 
 WANDER = 0.01  # share of each unit's registers 0..999 that the device changes by one step every second
 DEADBAND = 1.5  # on the points at odd addresses: a one-step change is not reported, two steps are

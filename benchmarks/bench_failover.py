@@ -18,9 +18,9 @@ from harness import (
     view,
 )
 
-from cluster.cli import call_api
 from cluster.guard import read_acts
-from cluster.processes import LocalCluster, wait_for
+from webmanager.tools.cli import call_api
+from webmanager.tools.launcher import LocalCluster, wait_for
 
 POINTS = 100_000
 

@@ -11,10 +11,11 @@ from pathlib import Path
 
 from harness import cpu_shares, millis, parser, report, running_cluster, seconds, summary, view
 
-from cluster.cli import call_api
-from cluster.processes import LocalCluster, free_ports, wait_for
 from plugins.simulator import bacnet
 from plugins.simulator.modbus import DeviceProcess
+from plugins.simulator.process import free_ports
+from webmanager.tools.cli import call_api
+from webmanager.tools.launcher import LocalCluster, wait_for
 
 DEVICES = 10
 REGISTERS = 500
@@ -35,7 +36,7 @@ def building(ports: list[int], rooms: str) -> str:
 def apply(cluster: LocalCluster, text: str, directory: Path, timeout: float = 120) -> None:
     path = directory / "building.toml"
     path.write_text(text)
-    command = [sys.executable, "-m", "webmanager.main", "config", "apply", str(path), "--config", str(cluster.config.path)]
+    command = [sys.executable, "-m", "webmanager.tools.main", "config", "apply", str(path), "--config", str(cluster.config.path)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
         raise RuntimeError(result.stderr)

@@ -6,9 +6,21 @@ import json
 import statistics
 import time
 
-from harness import BATCH, Poster, millis, parser, per_second, point_names, report, running_cluster, summary, throughput_run, updates_body
+from harness import (
+    BATCH,
+    Poster,
+    millis,
+    parser,
+    per_second,
+    point_names,
+    report,
+    running_cluster,
+    summary,
+    throughput_run,
+    updates_body,
+)
 
-from cluster.processes import LocalCluster
+from webmanager.tools.launcher import LocalCluster
 
 WRITES = 100  # sequential operator writes per run
 UPDATES = 100_000

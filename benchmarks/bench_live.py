@@ -10,10 +10,21 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import aiohttp
-from harness import first_act, millis, paced_updates, parser, point_names, report, running_cluster, seconds, summary, view
+from harness import (
+    first_act,
+    millis,
+    paced_updates,
+    parser,
+    point_names,
+    report,
+    running_cluster,
+    seconds,
+    summary,
+    view,
+)
 
-from cluster.processes import LocalCluster, wait_for
-from webmanager.client import TandemClient
+from webmanager.tools.client import TandemClient
+from webmanager.tools.launcher import LocalCluster, wait_for
 
 CLIENTS = 200
 WORKERS = 4  # processes sharing the clients, so that reading and timing them does not queue behind one event loop

@@ -11,11 +11,11 @@ from harness import parser, report, seconds, summary
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from conftest import Updater  # noqa: E402
 from netns import NetnsHosts  # noqa: E402
 from test_partition import count_to, cut_the_active, cut_the_standby, plc_under_control, start  # noqa: E402
 
-from cluster.processes import NODE_NAMES, wait_for  # noqa: E402
-from conftest import Updater  # noqa: E402
+from webmanager.tools.launcher import NODE_NAMES, wait_for  # noqa: E402
 
 
 def main() -> int:

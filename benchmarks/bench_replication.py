@@ -26,7 +26,7 @@ from harness import (
     view,
 )
 
-from cluster.processes import LocalCluster, wait_for
+from webmanager.tools.launcher import LocalCluster, wait_for
 
 POINTS = 100_000
 THROUGHPUT_UPDATES = 200_000

@@ -12,10 +12,20 @@ from pathlib import Path
 from typing import Any
 
 from bench_building import WANDER, all_good, building
-from harness import cpu_shares, first_act, parser, report, rss_mb, running_cluster, seconds, summary, view
+from harness import (
+    cpu_shares,
+    first_act,
+    parser,
+    report,
+    rss_mb,
+    running_cluster,
+    seconds,
+    summary,
+    view,
+)
 
-from cluster.processes import LocalCluster, wait_for
 from plugins.simulator.modbus_recorder import RecorderProcess
+from webmanager.tools.launcher import LocalCluster, wait_for
 
 REGISTERS = 1_000
 POLL = 5.0
@@ -69,7 +79,7 @@ def run(points: int, keep: Path | None) -> dict[str, Any]:
             (directory / "building.toml").write_text(building(device.port, devices, REGISTERS, POLL))
             before, lease_lapses = terms(cluster), cluster.log("main").count("is standby")
             started = time.monotonic()
-            command = [sys.executable, "-m", "webmanager.main", "config", "apply", str(directory / "building.toml"), "--config", str(cluster.config.path)]
+            command = [sys.executable, "-m", "webmanager.tools.main", "config", "apply", str(directory / "building.toml"), "--config", str(cluster.config.path)]
             applied = subprocess.run(command, capture_output=True, text=True, timeout=900)
             apply_time = time.monotonic() - started
             if applied.returncode != 0:

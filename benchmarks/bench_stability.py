@@ -11,7 +11,7 @@ import time
 
 from harness import paced_updates, parser, point_names, report, running_cluster, seconds, view
 
-from cluster.processes import LocalCluster
+from webmanager.tools.launcher import LocalCluster
 
 BUSY_LOOP = "while True: pass"
 

@@ -10,14 +10,25 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import BATCH, apply_building, millis, paced_updates, parser, per_second, report, running_cluster, summary, view
+from harness import (
+    BATCH,
+    apply_building,
+    millis,
+    paced_updates,
+    parser,
+    per_second,
+    report,
+    running_cluster,
+    summary,
+    view,
+)
 
-from cluster.commands import ApplyDocuments, PointUpdate, PutDocument, Step, UpdatePoints
 from cluster import changes
-from cluster.processes import LocalCluster, wait_for
+from cluster.commands import ApplyDocuments, PointUpdate, PutDocument, Step, UpdatePoints
 from cluster.state import ProcessImage
 from plugins.trend_store import TrendStore
 from plugins.trends import FUNCTION, TICK, TrendEntry, TrendFeed
+from webmanager.tools.launcher import LocalCluster, wait_for
 
 TRENDS = 10_000  # change trends (deadband 0) on as many points
 UPDATES = 500_000  # per ingest run: every update a change, so every update a sample

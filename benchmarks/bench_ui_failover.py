@@ -12,8 +12,8 @@ from bench_live import POINT, keep_writing
 from harness import first_act, parser, report, running_cluster, seconds, summary, view
 from playwright.sync_api import Page, sync_playwright
 
-from cluster.cli import call_api
-from cluster.processes import LocalCluster, wait_for
+from webmanager.tools.cli import call_api
+from webmanager.tools.launcher import LocalCluster, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]

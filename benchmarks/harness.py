@@ -23,7 +23,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cluster.processes import LocalCluster, wait_for, write_config  # noqa: E402
+from webmanager.tools.launcher import LocalCluster, wait_for, write_config  # noqa: E402
 
 BATCH = 5_000
 SENDERS = 3  # concurrent connections posting batches to the active in throughput runs

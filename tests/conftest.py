@@ -20,10 +20,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from cluster.cli import call_api
 from cluster.guard import ActGuard
-from cluster.processes import LocalCluster, wait_for, write_config
 from cluster.state import ProcessImage, Rejected
+from webmanager.tools.cli import call_api
+from webmanager.tools.launcher import LocalCluster, wait_for, write_config
 
 
 def apply_plan(image: ProcessImage, commands: list[Any]) -> None:
@@ -132,7 +132,7 @@ def example_plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def tandem_cli(cluster: LocalCluster, *args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run a `tandem` command against the cluster's configuration file."""
-    command = [sys.executable, "-m", "webmanager.main", *args, "--config", str(cluster.config.path)]
+    command = [sys.executable, "-m", "webmanager.tools.main", *args, "--config", str(cluster.config.path)]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from cluster.cli import call_api
-from cluster.processes import holds_for, wait_for
 from conftest import apply_building, tandem_cli
+
+from webmanager.tools.cli import call_api
+from webmanager.tools.launcher import holds_for, wait_for
 
 BUILDING = """
 [[points]]

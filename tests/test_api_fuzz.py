@@ -7,13 +7,13 @@ import http.client
 
 import pytest
 import schemathesis
+from conftest import module_cluster, report
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import status_code_conformance
 
-from cluster.cli import call_api
-from cluster.processes import LocalCluster, wait_for
-from conftest import module_cluster, report
+from webmanager.tools.cli import call_api
+from webmanager.tools.launcher import LocalCluster, wait_for
 
 # the names the document gives as examples, so that requests reach a point, an alarm and a trend with samples
 BUILDING = {

@@ -9,12 +9,12 @@ import random
 import urllib.parse
 
 import pytest
-
-from cluster.cli import call_api
-from cluster.names import MAX_NAME_LENGTH
-from cluster.processes import wait_for
 from conftest import module_cluster
+
+from cluster.names import MAX_NAME_LENGTH
 from webmanager.appkeys import MAX_BATCH
+from webmanager.tools.cli import call_api
+from webmanager.tools.launcher import wait_for
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,14 @@ from http.cookies import SimpleCookie
 from typing import Any, NamedTuple
 
 import pytest
-
-from cluster.cli import call_api
-from cluster.processes import LocalCluster, wait_for, write_config
-from cluster.state import ProcessImage, Rejected
 from conftest import module_cluster, report, self_signed
 from driver_kit import until
+
+from cluster.state import ProcessImage, Rejected
 from webmanager import users
-from webmanager.client import TandemClient
+from webmanager.tools.cli import call_api
+from webmanager.tools.client import TandemClient
+from webmanager.tools.launcher import LocalCluster, wait_for, write_config
 from webmanager.user_api import PASSWORD_LINE
 
 BUILDING = {
@@ -312,7 +312,7 @@ def test_user_tokens_work_until_the_user_is_deleted(cluster):
 
 def test_the_cli_manages_users(cluster):
     def tandem(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "webmanager.main", "user", *args, "--config", str(cluster.config.path)]
+        command = [sys.executable, "-m", "webmanager.tools.main", "user", *args, "--config", str(cluster.config.path)]
         return subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=60)
 
     added = tandem("add", "cleo", "--role", "operator", "--password-stdin", stdin="cleo-password-1\n")

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe
+from conftest import ARTIFACTS, COUNTER, Updater, activation_since, point_view, report
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from cluster.cli import call_api
-from cluster.processes import LocalCluster, wait_for
-from conftest import ARTIFACTS, COUNTER, Updater, activation_since, point_view, report
+from webmanager.tools.cli import call_api
+from webmanager.tools.launcher import LocalCluster, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from conftest import apply_plan
 
 from cluster.state import ProcessImage, Rejected
 from plugins.building import BuildingError, export, plan, revision, validate_building
-from conftest import apply_plan
 from plugins.manager import load_plugins
 
 PLUGINS = load_plugins(["echo"], {"echo": "sample_plugins.echo"})

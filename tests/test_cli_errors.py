@@ -1,4 +1,4 @@
-"""The real `tandem` command (python -m webmanager.main) on bad input: a clear message and a non-zero exit."""
+"""The real `tandem` command (python -m webmanager.tools.main) on bad input: a clear message and a non-zero exit."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from cluster.config import load_config
-from cluster.processes import wait_for, write_config
+from webmanager.tools.launcher import wait_for, write_config
 
 TIMEOUT = 30
 
@@ -26,7 +26,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 def tandem(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "webmanager.main", *args],
+        [sys.executable, "-m", "webmanager.tools.main", *args],
         cwd=cwd,
         env=env or clean_env(),
         capture_output=True,
@@ -223,7 +223,7 @@ def run_node_with_port_taken(tmp_path: Path, config_path: Path, key: str) -> tup
     out_path, err_path = tmp_path / "run.out", tmp_path / "run.err"
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         process = subprocess.Popen(
-            [sys.executable, "-m", "webmanager.main", "run", "--config", str(config_path), "--node", "main"],
+            [sys.executable, "-m", "webmanager.tools.main", "run", "--config", str(config_path), "--node", "main"],
             cwd=tmp_path,
             env=clean_env(),
             stdout=out,

@@ -1,4 +1,4 @@
-"""The Python client (webmanager.client.TandemClient) on a real three-process cluster: it follows a SIGKILLed active and a
+"""The Python client (webmanager.tools.client.TandemClient) on a real three-process cluster: it follows a SIGKILLed active and a
 planned transfer by itself, keeps its subscription and has values flowing again within 2 s of the new activation."""
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ import signal
 import time
 
 import pytest
-
-from cluster.cli import call_api
-from cluster.processes import LocalCluster
 from conftest import COUNTER as POINT
 from conftest import Updater, activation_since
 from driver_kit import until
-from webmanager.client import TandemClient
+
+from webmanager.tools.cli import call_api
+from webmanager.tools.client import TandemClient
+from webmanager.tools.launcher import LocalCluster
 
 
 class Received:

@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
-from cluster.cli import call_api
-from cluster.commands import MAX_PART_DOCUMENTS
-from cluster.processes import LocalCluster, wait_for
 from conftest import module_cluster
+
+from cluster.commands import MAX_PART_DOCUMENTS
+from webmanager.tools.cli import call_api
+from webmanager.tools.launcher import LocalCluster, wait_for
 
 
 @pytest.fixture(scope="module")

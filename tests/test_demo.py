@@ -14,14 +14,14 @@ import urllib.request
 
 import pytest
 
-from cluster.processes import wait_for
+from webmanager.tools.launcher import wait_for
 
 DEVICE_PORTS = (15020, 15021)
 NODE_PORTS = (7001, 7002, 7003, 8001, 8002, 8003)  # config/demo.toml
 
 
 def tandem(*args: str, config: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "webmanager.main", *args, "--config", config], capture_output=True, text=True, timeout=30)
+    return subprocess.run([sys.executable, "-m", "webmanager.tools.main", *args, "--config", config], capture_output=True, text=True, timeout=30)
 
 
 def read_until(process: subprocess.Popen[str], marker: str, timeout: float) -> str:
@@ -51,7 +51,7 @@ def good_value(config: str, point: str) -> object:
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_demo_runs_the_building_and_stops_cleanly(tmp_path, stop):
     demo = subprocess.Popen(
-        [sys.executable, "-m", "webmanager.main", "demo"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path
+        [sys.executable, "-m", "webmanager.tools.main", "demo"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path
     )
     try:
         intro = read_until(demo, "Stop with Ctrl-C", 60)

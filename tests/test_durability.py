@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 
-from cluster.processes import wait_for
 from conftest import get, put, report
+
+from webmanager.tools.launcher import wait_for
 
 POINTS = [f"store.p{i}" for i in range(20)]
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import signal
 
-from cluster.cli import call_api
-from cluster.guard import read_acts
-from cluster.processes import holds_for, wait_for
 from conftest import get, put, tandem_cli
+
+from cluster.guard import read_acts
+from webmanager.tools.cli import call_api
+from webmanager.tools.launcher import holds_for, wait_for
 
 POINTS = [f"hall.t{i}" for i in range(30)]
 

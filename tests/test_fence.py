@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from netns import NetnsHosts
 
 from cluster.fence import Fence, harden
 from cluster.guard import NotActive
-from cluster.processes import holds_for, wait_for
-from netns import NetnsHosts
+from webmanager.tools.launcher import holds_for, wait_for
 
 RECEIVER = """
 import socket, sys

@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
-
-from cluster.cli import call_api
-from cluster.processes import wait_for
 from conftest import apply_building, confirmed_write, point_view, tandem_cli
+
 from plugins.simulator.modbus_recorder import RecorderProcess
+from webmanager.tools.cli import call_api
+from webmanager.tools.launcher import wait_for
 
 BUILDING = """
 [[devices]]

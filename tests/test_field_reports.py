@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from cluster.processes import LocalCluster, wait_for
 from conftest import apply_building, point_view
+
 from plugins.simulator.modbus_recorder import RecorderProcess
+from webmanager.tools.launcher import LocalCluster, wait_for
 
 BUILDING = """
 [[devices]]

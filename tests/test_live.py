@@ -10,10 +10,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-
-from cluster.cli import call_api
-from cluster.processes import LocalCluster, wait_for
 from conftest import apply_building, module_cluster, put, report
+
+from webmanager.tools.cli import call_api
+from webmanager.tools.launcher import LocalCluster, wait_for
 
 BUILDING = """
 [[points]]

@@ -8,9 +8,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cluster.cli import call_api
-from cluster.processes import holds_for, wait_for
 from conftest import apply_building, point_view, put, tandem_cli
+
+from webmanager.tools.cli import call_api
+from webmanager.tools.launcher import holds_for, wait_for
 
 BUILDING = """
 [[points]]

@@ -16,13 +16,14 @@ import aiosmtplib
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword
-
-from cluster.processes import free_ports, wait_for
 from conftest import apply_building, self_signed
+from test_alarm_failover import alarms, put
+
 from plugins.building import BuildingError, validate_building
 from plugins.mail import Mail, MailSettings, message
 from plugins.manager import load_plugins
-from test_alarm_failover import alarms, put
+from plugins.simulator.process import free_ports
+from webmanager.tools.launcher import wait_for
 
 EVENT = {
     "id": 7, "ts": 1718000000.25, "alarm": "room-hot", "event": "raised", "state": "active-unacked", "point": "room.temp",

@@ -9,10 +9,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from cluster.processes import LocalCluster, holds_for, wait_for
 from conftest import apply_building
 from test_alarm_failover import alarms, journal, put
 from test_mail import BUILDING, Inbox, smtp_server
+
+from webmanager.tools.launcher import LocalCluster, holds_for, wait_for
 
 
 class HoldingInbox(Inbox):

@@ -9,13 +9,13 @@ import urllib.request
 
 import aiohttp
 import pytest
+from conftest import module_cluster, report, serving
 from prometheus_client.parser import text_string_to_metric_families
 
-from cluster.cli import call_api
-from cluster.processes import LocalCluster, wait_for
-from conftest import module_cluster, report, serving
 from plugins.trend_store import MAX_QUEUED
 from webmanager.appkeys import MAX_BATCH
+from webmanager.tools.cli import call_api
+from webmanager.tools.launcher import LocalCluster, wait_for
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

@@ -19,10 +19,10 @@ from pymodbus.exceptions import ModbusException
 
 from cluster.fence import Fence
 from cluster.guard import ActGuard, NotActive, read_acts
-from cluster.processes import free_ports
 from plugins.building import BuildingError, validate_building
 from plugins.manager import load_plugins
 from plugins.modbus import ModbusDevice, ModbusDriver, ModbusPoint, plan_blocks
+from plugins.simulator.process import free_ports
 from plugins.types import DeviceContext
 
 FAST = {"poll_interval": 0.05, "timeout": 0.5, "reconnect_min": 0.05, "reconnect_max": 0.2}

@@ -14,7 +14,6 @@ from pydantic import ValidationError
 
 from cluster.config import load_config
 from cluster.node import ClusterNode
-from cluster.processes import write_config
 from plugins.building import validate_building
 from plugins.manager import load_plugins
 from plugins.trend_store import TrendStore
@@ -22,6 +21,7 @@ from webmanager import bodies, ui
 from webmanager.api import create_app
 from webmanager.appkeys import NODE
 from webmanager.openapi import OPERATIONS, PATH, document
+from webmanager.tools.launcher import write_config
 
 DEMO_BUILDING = Path(__file__).resolve().parents[1] / "config" / "demo-building.toml"
 

@@ -10,12 +10,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
-from cluster.cli import call_api
-from cluster.guard import read_acts
-from cluster.processes import NODE_NAMES, LocalCluster, holds_for, wait_for, write_config
 from conftest import Updater, apply_building, confirmed_write, point_view
 from netns import NetnsHosts
+
+from cluster.guard import read_acts
 from plugins.simulator.modbus_recorder import RecorderProcess
+from webmanager.tools.cli import call_api
+from webmanager.tools.launcher import NODE_NAMES, LocalCluster, holds_for, wait_for, write_config
 
 WRITE_SINGLE = 6
 PLC = """

@@ -7,9 +7,10 @@ import signal
 import subprocess
 from pathlib import Path
 
-from cluster.guard import read_acts
-from cluster.processes import holds_for, wait_for
 from conftest import apply_building, confirmed_write, point_view, tandem_cli
+
+from cluster.guard import read_acts
+from webmanager.tools.launcher import holds_for, wait_for
 
 BUILDING = """
 [[devices]]

@@ -18,7 +18,8 @@ from pysyncobj.transport import TCPTransport
 from cluster import raft
 from cluster.config import Timers
 from cluster.journal import DurableJournal
-from cluster.processes import free_ports, wait_for
+from plugins.simulator.process import free_ports
+from webmanager.tools.launcher import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,12 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from cluster.cli import call_api
-from cluster.guard import read_acts
-from cluster.processes import LocalCluster, holds_for, wait_for
 from conftest import apply_building, module_cluster
+
+from cluster.guard import read_acts
 from plugins.simulator.modbus_recorder import RecorderProcess
+from webmanager.tools.cli import call_api
+from webmanager.tools.launcher import LocalCluster, holds_for, wait_for
 
 DEVICES, REGISTERS = 100, 1_000
 

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from cluster.cli import call_api
-from cluster.processes import holds_for, wait_for
 from conftest import apply_building, point_view, tandem_cli
+
+from webmanager.tools.cli import call_api
+from webmanager.tools.launcher import holds_for, wait_for
 
 ZONE = "Europe/Berlin"
 BUILDING = """

@@ -9,13 +9,21 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import tomli_w
+from conftest import apply_plan
 
 from cluster.commands import PutDocument, Step
 from cluster.state import ProcessImage
 from plugins.building import BuildingError, export, plan, validate_building
-from conftest import apply_plan
 from plugins.manager import load_plugins
-from plugins.schedules import ScheduleEntry, due_record, fire_at, next_transition, schedule_list, transitions_on, value_at
+from plugins.schedules import (
+    ScheduleEntry,
+    due_record,
+    fire_at,
+    next_transition,
+    schedule_list,
+    transitions_on,
+    value_at,
+)
 
 UTC = dt.timezone.utc
 PLUGINS = load_plugins(["schedules"])

@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 import time
 
-from cluster.processes import wait_for
 from conftest import tandem_cli
+
+from webmanager.tools.launcher import wait_for
 
 
 def test_transfer_to_each_server_reports_the_gap(make_cluster):

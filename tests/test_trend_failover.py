@@ -8,9 +8,10 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-from cluster.cli import call_api
-from cluster.processes import wait_for
 from conftest import apply_building, report, tandem_cli
+
+from webmanager.tools.cli import call_api
+from webmanager.tools.launcher import wait_for
 
 BUILDING = """
 [[points]]

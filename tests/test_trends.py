@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from cluster.commands import PointUpdate, PutDocument, Step, UpdatePoints
 from cluster import changes
+from cluster.commands import PointUpdate, PutDocument, Step, UpdatePoints
 from cluster.state import ProcessImage
 from plugins.building import BuildingError, validate_building
 from plugins.manager import load_plugins

@@ -18,7 +18,6 @@ from aiohttp import web
 from cluster.commands import CommandError, PointUpdate, UpdatePoints, WritePoint
 from cluster.config import Role
 from cluster.node import ClusterNode, TransferFailed
-from cluster.status import compose_status
 from plugins.alarms import AlarmError, alarm_list, notifier_progress, operator_step
 from plugins.logic import logic_list
 from plugins.manager import PluginSet
@@ -43,6 +42,7 @@ from .browse import peer_view, point_json
 from .metrics import add_metrics
 from .openapi import add_openapi
 from .replies import commit, error, not_active, query_limit
+from .status import compose_status
 
 logger = logging.getLogger(__name__)
 

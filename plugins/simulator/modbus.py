@@ -11,7 +11,7 @@ import sys
 import time
 from typing import Any
 
-from cluster.processes import free_ports
+from plugins.simulator.process import free_ports
 
 from .process import SimulatorProcess
 

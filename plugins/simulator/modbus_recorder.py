@@ -14,7 +14,7 @@ from array import array
 from pathlib import Path
 from typing import Any, TextIO
 
-from cluster.processes import free_ports
+from plugins.simulator.process import free_ports
 
 from .process import SimulatorProcess
 

@@ -1,5 +1,5 @@
 // The Web Manager's link to the cluster: it knows every server, talks to one of them, follows the active server across
-// a failover and resubscribes the live feed by itself (the browser counterpart of webmanager/client.py).
+// a failover and resubscribes the live feed by itself (the browser counterpart of webmanager/tools/client.py).
 
 const FIND_INTERVAL_MS = 200;      // between rounds of asking every server who is active, while none is known
 const ASK_TIMEOUT_MS = 1000;       // per question to one server while looking for the active

@@ -11,14 +11,14 @@ import time
 import tomllib
 from pathlib import Path
 
-from cluster.cli import call_api
 from cluster.config import TandemConfig
-from cluster.processes import LocalCluster, wait_for
 from plugins.simulator.process import SimulatorProcess
+from webmanager.tools.cli import call_api
+from webmanager.tools.launcher import LocalCluster, wait_for
 
-from .user_api import PASSWORD_LINE
+from ..user_api import PASSWORD_LINE
 
-DEMO_CONFIG = Path(__file__).resolve().parents[1] / "config" / "demo.toml"
+DEMO_CONFIG = Path(__file__).resolve().parents[2] / "config" / "demo.toml"
 DEMO_BUILDING = DEMO_CONFIG.with_name("demo-building.toml")
 START_TIMEOUT = 20.0
 

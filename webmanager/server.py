@@ -1,4 +1,4 @@
-"""Composition root and `tandem` entry point: wires the cluster node and the web app; client commands come from cluster.cli."""
+"""The composition root: one node of the cluster (`tandem run`): its Raft node, trend store, plugin and function hosts and the Web Manager."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from cluster.cli import build_parser, run_command
 from cluster.config import TandemConfig
 from cluster.journal import JournalCorrupt
 from cluster.node import ClusterNode
@@ -25,7 +24,6 @@ from plugins.trends import TrendFeed
 
 from .api import create_app
 from .appkeys import PEER_SESSION
-from .demo import DEMO_CONFIG, run_demo
 from .trend_fill import fill_trend_gaps
 
 logger = logging.getLogger(__name__)
@@ -113,19 +111,3 @@ def _trend_history(node: ClusterNode, store: TrendStore) -> Callable[[web.Applic
         await asyncio.to_thread(store.close)
 
     return run
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser, add = build_parser()
-    run = add("run", cmd_run, "run one node of the cluster (main, backup or witness)")
-    run.add_argument("--node", required=True, help="this node's name in [[cluster.nodes]]")
-    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    demo = add("demo", run_demo, "start main, backup and witness on loopback with a fresh data dir")
-    demo.add_argument("--duration", type=float, help="stop after this many seconds (default: run until Ctrl-C)")
-    demo.set_defaults(config=str(DEMO_CONFIG))
-    args = parser.parse_args(argv)
-    return run_command(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

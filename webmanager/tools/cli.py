@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime
 import getpass
 import gzip
 import http.client
 import json
 import os
+import ssl
 import sys
 import time
 import tomllib
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import tomli_w
 from rich.console import Console
@@ -30,9 +32,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .config import ConfigError, NodeConfig, TandemConfig, load_config
+from cluster.config import ConfigError, NodeConfig, TandemConfig, load_config
+
+from .client import TandemClient, TandemError, Unreachable
 
 HTTP_TIMEOUT = 3.0
+T = TypeVar("T")
 EXPORT_TIMEOUT = 60.0  # a building of 250,000 points is some 40 MB of JSON
 APPLY_TIMEOUT = 120.0  # seconds without a word from the active server while it applies a building
 UPLOAD_CHUNK = 256 * 2**10
@@ -88,20 +93,40 @@ def _any_node(
     raise CliError("no node of the cluster answered (is it running? see `tandem status`)", code=2)
 
 
-def _active_api(config: TandemConfig) -> tuple[str, str]:
-    _, status = _any_node(config, "GET", "/api/v1/status")
-    if status.get("active") is None:
-        raise CliError("there is no active server right now")
-    active = config.node(status["active"])
-    return active.name, active.api
+def _with_client(config: TandemConfig, timeout: float, call: Callable[[TandemClient], Awaitable[T]]) -> T:
+    """Run `call` with a TandemClient of the cluster's nodes (no live feed), whose requests wait `timeout` per server."""
+
+    async def run() -> T:
+        async with TandemClient([node.url for node in config.cluster.nodes], config.api_token, ssl=_trusting(config), live=False, request_timeout=timeout) as client:
+            return await call(client)
+
+    try:
+        return asyncio.run(run())
+    except Unreachable:
+        raise CliError("no node of the cluster answered (is it running? see `tandem status`)", code=2) from None
+    except TandemError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _trusting(config: TandemConfig) -> ssl.SSLContext | bool:
+    """A TLS context that trusts every node's certificate (True: the system's trust store, when no node has one)."""
+    certificates = [node.tls_cert for node in config.cluster.nodes if node.tls_cert is not None]
+    if not certificates:
+        return True
+    context = ssl.create_default_context()
+    for certificate in certificates:
+        context.load_verify_locations(cafile=certificate)
+    return context
+
+
+def _active_server(config: TandemConfig) -> NodeConfig:
+    name, _ = _with_client(config, HTTP_TIMEOUT, lambda client: client.find_active(HTTP_TIMEOUT))
+    return config.node(name)
 
 
 def _through_active(config: TandemConfig, method: str, path: str, body: Any = None, timeout: float = HTTP_TIMEOUT) -> tuple[int, Any]:
-    name, api = _active_api(config)
-    try:
-        return call_api(config, api, method, path, body, timeout)
-    except OSError as exc:
-        raise CliError(f"the active server {name} ({api}) did not answer: {exc}") from None
+    """Send a request to the active server, following the active role as the Python client does (TandemClient.request)."""
+    return _with_client(config, timeout, lambda client: client.request(method, path, body, timeout=HTTP_TIMEOUT))
 
 
 def _fail_on_error(code: int, answer: Any) -> None:
@@ -216,11 +241,11 @@ def cmd_config(config: TandemConfig, args: argparse.Namespace) -> int:
             raise CliError(f"{args.file}: not valid TOML: {exc}", code=2) from None
         lines = (json.dumps({section: entry}, default=_iso) for section, value in building.items() for entry in (value if isinstance(value, list) else [value]))
         body = gzip.compress("\n".join(lines).encode(), compresslevel=1)  # one {section: entry} per line: parsed a line at a time
-        name, api = _active_api(config)
+        active = _active_server(config)
         try:
-            code, answer = _apply_building(config, config.node(name), body, lambda description, done, total: progress.update(step, description=description, completed=done, total=total))
+            code, answer = _apply_building(config, active, body, lambda description, done, total: progress.update(step, description=description, completed=done, total=total))
         except OSError as exc:
-            raise CliError(f"the active server {name} ({api}) did not answer: {exc}") from None
+            raise CliError(f"the active server {active.name} ({active.api}) did not answer: {exc}") from None
     if code == 400 and isinstance(answer, dict):
         problems = answer.get("problems") or [answer.get("error", "refused")]
         raise CliError("\n".join(f"{args.file}: {problem}" for problem in problems), code=2)

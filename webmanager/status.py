@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .config import Role, Standing, TandemConfig
+from cluster.config import Role, Standing, TandemConfig
 
 
 def compose_status(config: TandemConfig, views: dict[str, dict[str, Any] | None]) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,22 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from cluster.config import Standing, TandemConfig, load_config
+from plugins.simulator.process import free_ports
+
 from .cli import call_api
-from .config import Standing, TandemConfig, load_config
 
 T = TypeVar("T")
 NODE_NAMES = ("main", "backup", "witness")
-
-
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind((host, 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def write_config(
@@ -99,7 +89,7 @@ class NodeProcess:
         self.popen: subprocess.Popen | None = None
 
     def start(self) -> None:
-        command = [*self._prefix, sys.executable, "-m", "webmanager.main", "run", "--config", str(self.config.path), "--node", self.name]
+        command = [*self._prefix, sys.executable, "-m", "webmanager.tools.main", "run", "--config", str(self.config.path), "--node", self.name]
         log = open(self.log_path, "ab")
         self.popen = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=self._env)
         log.close()

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:  # imported by the fixtures themselves, so that loading this plugin costs every pytest run nothing
-    from cluster.processes import LocalCluster
     from plugins.simulator import bacnet, modbus
+    from webmanager.tools.launcher import LocalCluster
 
 
 def _started(build: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
@@ -53,12 +53,12 @@ def tandem_bacnet_device() -> Iterator[Callable[..., bacnet.DeviceProcess]]:
 @pytest.fixture
 def tandem_cluster(tmp_path: Path) -> Iterator[Callable[..., LocalCluster]]:
     """Factory: `tandem_cluster(envs=None, start=True, **options)` writes a loopback cluster file to
-    `tmp_path/clusterN/cluster.toml` with `cluster.processes.write_config(directory, **options)` (options: `failback`,
+    `tmp_path/clusterN/cluster.toml` with `webmanager.tools.launcher.write_config(directory, **options)` (options: `failback`,
     `fsync`, `cluster={...}`, `timers={...}`) and starts main, backup and witness as real `tandem run` processes, each with
     its extra environment from `envs` (e.g. `{"main": {"PYTHONPATH": ...}}`), logging to `tmp_path/clusterN/NODE.log`.
-    Returns the `cluster.processes.LocalCluster` (`wait_active()`, `active()`, `cluster["main"].kill()`, ...); every node
+    Returns the `webmanager.tools.launcher.LocalCluster` (`wait_active()`, `active()`, `cluster["main"].kill()`, ...); every node
     still running is stopped at teardown."""
-    from cluster.processes import LocalCluster, write_config
+    from webmanager.tools.launcher import LocalCluster, write_config
 
     clusters: list[LocalCluster] = []
 
