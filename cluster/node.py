@@ -20,7 +20,7 @@ from .commands import Activate, ApplyDocuments, Command, UpdatePoints
 from .config import NodeConfig, Role, Standing, TandemConfig
 from .fence import Fence
 from .guard import ActGuard, NotActive
-from .raft import Encoder, ProposalFailed, RaftNode
+from .raft import Encoder, ProposalFailed, RaftNode, RaftSettings
 from .state import ProcessImage, Rejected
 
 logger = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class ClusterNode:
 
     def start(self) -> None:
         cluster = self.config.cluster
-        self._raft = RaftNode(
+        self._raft = RaftNode(RaftSettings(
             address=self.me.raft,
             peers=[node.raft for node in cluster.nodes if node.name != self.name],
             password=self.config.raft_password,
@@ -100,7 +100,7 @@ class ClusterNode:
             on_apply=self._apply,
             freeze=self._freeze,
             on_restore=self._restore,
-        )
+        ))
         self._raft.may_campaign = self._may_campaign()  # before the first election timeout runs out
         self._raft.on_tick(self._on_tick)
         logger.info("node %s (%s) started: raft %s, api %s", self.name, self.me.role.value, self.me.raft, self.me.api)

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pysyncobj.syncobj as _syncobj
 from pysyncobj import (
@@ -134,6 +134,25 @@ def _journal_factory(journal: DurableJournal) -> Iterator[None]:
         _syncobj.createJournal = original
 
 
+class RaftSettings(NamedTuple):
+    """What a Raft node is built from: its address and peers, the link password, where it keeps its journal and
+    snapshots, its timers, and the state machine (`on_apply` a committed command, `freeze` the image for a snapshot,
+    `on_restore` one)."""
+
+    address: str
+    peers: list[str]
+    password: str
+    data_dir: Path
+    fsync: bool
+    timers: Timers
+    campaign_factor: float  # election timeouts x this (the witness campaigns later)
+    snapshot_entries: int
+    first_campaign_delay: float  # seconds added to the first election timeout (the backup lets main win a cold start)
+    on_apply: Callable[[Any], Any]
+    freeze: Callable[[], Encoder]
+    on_restore: Callable[[bytes], None]
+
+
 class _SyncNode(SyncObj):
     """A pysyncobj node with pre-vote, leader stickiness, a majority-acknowledged lease and a durable journal: every
     override of pysyncobj's internals (pinned: pysyncobj 0.3.17, checked by tests/test_pysyncobj_internals.py) is here.
@@ -141,22 +160,9 @@ class _SyncNode(SyncObj):
     Everything here runs on pysyncobj's tick thread unless stated otherwise.
     """
 
-    def __init__(
-        self,
-        *,
-        address: str,
-        peers: list[str],
-        password: str,
-        data_dir: Path,
-        fsync: bool,
-        timers: Timers,
-        campaign_factor: float,
-        snapshot_entries: int,
-        first_campaign_delay: float,
-        on_apply: Callable[[Any], Any],
-        freeze: Callable[[], Encoder],
-        on_restore: Callable[[bytes], None],
-    ) -> None:
+    def __init__(self, settings: RaftSettings) -> None:
+        (address, peers, password, data_dir, fsync, timers, campaign_factor, snapshot_entries, first_campaign_delay,
+         on_apply, freeze, on_restore) = settings
         data_dir.mkdir(parents=True, exist_ok=True)
         self._on_apply = on_apply
         self._freeze = freeze
@@ -579,27 +585,8 @@ class RaftNode:
     """Tandem's Raft node, in Tandem's words: its term, leader, commit and applied index, lease, proposals and leadership
     transfer. Nothing else of pysyncobj's is reachable from here. The properties are safe to read from any thread."""
 
-    def __init__(
-        self,
-        *,
-        address: str,
-        peers: list[str],
-        password: str,
-        data_dir: Path,
-        fsync: bool,
-        timers: Timers,
-        campaign_factor: float,
-        snapshot_entries: int,
-        first_campaign_delay: float,
-        on_apply: Callable[[Any], Any],
-        freeze: Callable[[], Encoder],
-        on_restore: Callable[[bytes], None],
-    ) -> None:
-        self._node = _SyncNode(
-            address=address, peers=peers, password=password, data_dir=data_dir, fsync=fsync, timers=timers,
-            campaign_factor=campaign_factor, snapshot_entries=snapshot_entries, first_campaign_delay=first_campaign_delay,
-            on_apply=on_apply, freeze=freeze, on_restore=on_restore,
-        )
+    def __init__(self, settings: RaftSettings) -> None:
+        self._node = _SyncNode(settings)
 
     # ---- this node and its log ----
 

@@ -58,7 +58,7 @@ MESSAGES = {
 
 
 def _node(tmp_path: Path, address: str, peers: list[str]) -> raft.RaftNode:
-    return raft.RaftNode(
+    return raft.RaftNode(raft.RaftSettings(
         address=address,
         peers=peers,
         password="internals",
@@ -71,7 +71,7 @@ def _node(tmp_path: Path, address: str, peers: list[str]) -> raft.RaftNode:
         on_apply=lambda command: command,
         freeze=lambda: lambda: b"image",
         on_restore=lambda _image: None,
-    )
+    ))
 
 
 @pytest.fixture(scope="module")
