@@ -50,11 +50,19 @@ def _check_ts(field: str, value: object) -> None:
         raise CommandError(field, f"must be a finite float (seconds since the epoch), got {value!r}")
 
 
-def _check_scalar(field: str, value: object) -> None:
+def scalar_problem(value: object) -> str | None:
+    """Why `value` cannot be a point's value, or None: bool, int, a finite float, str or None."""
     if type(value) not in _SCALAR_TYPES:
-        raise CommandError(field, f"must be bool, int, float, str or None, got {type(value).__name__}")
+        return f"must be bool, int, float, str or None, got {type(value).__name__}"
     if type(value) is float and not math.isfinite(value):
-        raise CommandError(field, f"must be a finite number, got {value!r}")
+        return f"must be a finite number, got {value!r}"
+    return None
+
+
+def _check_scalar(field: str, value: object) -> None:
+    problem = scalar_problem(value)
+    if problem is not None:
+        raise CommandError(field, problem)
 
 
 def _check_quality(field: str, value: object) -> None:

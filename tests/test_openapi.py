@@ -101,6 +101,9 @@ def test_building_schema_comes_from_the_models_and_takes_the_demo_building(apps)
         ("PointWrite", {"value": [1]}, False),
         ("AlarmAction", {"user": "alice", "minutes": 60}, True),
         ("AlarmAction", {"minutes": 0}, False),
+        ("AlarmAction", {"minutes": True}, False),  # a number, not a boolean or a numeric string
+        ("AlarmAction", {"minutes": "60"}, False),
+        ("PointBatch", {"updates": [{"name": "a", "value": 1, "ts": "1700000000"}]}, False),
         ("Transfer", {"to": "backup", "timeout": 5}, True),
         ("Transfer", {"timeout": 5}, False),
         ("UserChange", {"role": "operator"}, True),

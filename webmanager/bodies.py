@@ -3,7 +3,6 @@ document's schemas are generated from them."""
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any, Literal, TypeVar
 
 from aiohttp import web
@@ -12,12 +11,13 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    Strict,
     ValidationError,
     WithJsonSchema,
     model_validator,
 )
 
-from cluster.commands import QUALITIES
+from cluster.commands import QUALITIES, scalar_problem
 from cluster.names import Name
 
 from .appkeys import MAX_BATCH
@@ -33,15 +33,15 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def _scalar(value: Any) -> Any:
-    if value is not None and type(value) not in (bool, int, float, str):
-        raise ValueError(f"must be a boolean, number, string or null, got {type(value).__name__}")
-    if type(value) is float and not math.isfinite(value):
-        raise ValueError(f"must be a finite number, got {value!r}")
+    problem = scalar_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 
 Scalar = Annotated[Any, AfterValidator(_scalar), WithJsonSchema(SCALAR_SCHEMA)]
-Seconds = Annotated[float, Field(allow_inf_nan=False)]
+Number = Annotated[float, Strict()]  # a JSON number: not true/false, not a numeric string
+Seconds = Annotated[Number, Field(allow_inf_nan=False)]
 
 
 class Body(BaseModel):
@@ -68,12 +68,12 @@ class PointBatch(Body):
 class AlarmAction(Body):
     user: Name | None = Field(None, description="Who acts: the caller (default); only the cluster token may name someone else.")
     comment: str = Field("", max_length=MAX_COMMENT)
-    minutes: float | None = Field(None, gt=0, le=MAX_SHELVE_MINUTES, description="Shelve for this long.")
+    minutes: Number | None = Field(None, gt=0, le=MAX_SHELVE_MINUTES, description="Shelve for this long.")
 
 
 class Transfer(Body):
     to: Name = Field(description="The server to hand the active role to.", examples=["backup"])
-    timeout: float | None = Field(None, gt=0, le=MAX_TRANSFER_TIMEOUT, description="Seconds to wait (default: the cluster's).")
+    timeout: Number | None = Field(None, gt=0, le=MAX_TRANSFER_TIMEOUT, description="Seconds to wait (default: the cluster's).")
 
 
 class Login(Body):
@@ -89,7 +89,7 @@ class UserChange(Body):
 
     @model_validator(mode="before")
     @classmethod
-    def _something(cls, data: Any) -> Any:
+    def _not_empty(cls, data: Any) -> Any:
         if isinstance(data, dict) and not data:
             raise ValueError("name 'role', 'password' or both")
         return data
