@@ -103,6 +103,7 @@ def test_building_schema_comes_from_the_models_and_takes_the_demo_building(apps)
         ("AlarmAction", {"minutes": 0}, False),
         ("AlarmAction", {"minutes": True}, False),  # a number, not a boolean or a numeric string
         ("AlarmAction", {"minutes": "60"}, False),
+        ("AlarmAction", {"user": None}, False),  # left out, it is the caller; null names nobody
         ("PointBatch", {"updates": [{"name": "a", "value": 1, "ts": "1700000000"}]}, False),
         ("Transfer", {"to": "backup", "timeout": 5}, True),
         ("Transfer", {"timeout": 5}, False),

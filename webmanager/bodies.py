@@ -66,7 +66,8 @@ class PointBatch(Body):
 
 
 class AlarmAction(Body):
-    user: Name | None = Field(None, description="Who acts: the caller (default); only the cluster token may name someone else.")
+    # Left out it is the caller (None: defaults are not validated); given, it must be a name (null is refused).
+    user: Name = Field(None, description="Who acts: the caller (default); only the cluster token may name someone else.")  # type: ignore[assignment]
     comment: str = Field("", max_length=MAX_COMMENT)
     minutes: Number | None = Field(None, gt=0, le=MAX_SHELVE_MINUTES, description="Shelve for this long.")
 
