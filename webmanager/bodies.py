@@ -58,7 +58,7 @@ class PointReport(Body):
     name: Name
     value: Scalar
     quality: Literal[QUALITIES] = "good"  # type: ignore[valid-type]
-    ts: Seconds | None = Field(None, description="Seconds since the epoch (default: when the server received it).")
+    ts: Seconds = Field(None, description="Seconds since the epoch (default: when the server received it).")  # type: ignore[assignment]
 
 
 class PointBatch(Body):
@@ -85,8 +85,9 @@ class Login(Body):
 class UserChange(Body):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
 
-    role: Literal[tuple(Role.__members__)] | None = None  # type: ignore[valid-type]
-    password: str | None = Field(None, min_length=MIN_PASSWORD, max_length=MAX_PASSWORD, json_schema_extra={"writeOnly": True})
+    # Left out they are None (defaults are not validated); given, null is refused.
+    role: Literal[tuple(Role.__members__)] = None  # type: ignore[valid-type]
+    password: str = Field(None, min_length=MIN_PASSWORD, max_length=MAX_PASSWORD, json_schema_extra={"writeOnly": True})  # type: ignore[assignment]
 
     @model_validator(mode="before")
     @classmethod
